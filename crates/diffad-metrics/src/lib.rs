@@ -1,0 +1,1 @@
+//! diffad-metrics (under construction).

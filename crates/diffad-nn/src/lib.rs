@@ -1,0 +1,1 @@
+//! diffad-nn (under construction).

@@ -1,0 +1,1 @@
+//! diffad-seg (under construction).

@@ -1,0 +1,1 @@
+//! diffad-synth (under construction).

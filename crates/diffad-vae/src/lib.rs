@@ -1,0 +1,1 @@
+//! diffad-vae (under construction).
