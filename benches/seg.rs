@@ -1,0 +1,82 @@
+//! diffad-seg: forward throughput and one training step of the default
+//! segmenter (DRAEM's discriminative U-Net, 9 input channels, base width 64,
+//! 28.4M parameters) on batches of 8 at 256x256, float32 on the CPU.
+//!
+//! ```text
+//! cargo bench --bench seg
+//! ```
+//!
+//! The PyTorch side of the comparison is
+//! `crates/diffad-seg/scripts/bench_torch.py` (same network, same batch,
+//! `torch.set_num_threads` = the number of cores used here); both figures are
+//! recorded in docs/benchmarks.md. Each iteration takes seconds on a 2-core
+//! machine, so the sample size is criterion's minimum.
+
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use diffad_seg::{SegBatch, SegInput, SegSample, SegTrainConfig, SegTrainer, UNetConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const BATCH: usize = 8;
+const SIZE: usize = 256;
+
+fn random(shape: &[usize], seed: u64, p_one: Option<f64>) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n)
+        .map(|_| match p_one {
+            Some(p) => f32::from(u8::from(rng.random_bool(p))),
+            None => rng.random::<f32>(),
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("bench tensor")
+}
+
+fn batch() -> SegBatch {
+    let samples: Vec<SegSample> = (0..BATCH as u64)
+        .map(|i| SegSample {
+            x_a: random(&[3, SIZE, SIZE], 3 * i, None),
+            x_r: random(&[3, SIZE, SIZE], 3 * i + 1, None),
+            x_inter: Some(random(&[3, SIZE, SIZE], 3 * i + 2, None)),
+            mask: random(&[1, SIZE, SIZE], 100 + i, Some(0.1)),
+        })
+        .collect();
+    SegBatch::stack(&samples).expect("bench batch")
+}
+
+fn bench(c: &mut Criterion) {
+    let device = Device::Cpu;
+    let input = SegInput::default();
+    let unet = UNetConfig::default();
+    let mut trainer = SegTrainer::new(
+        unet,
+        SegTrainConfig {
+            progress: false,
+            ..SegTrainConfig::default()
+        },
+        &device,
+    )
+    .expect("trainer");
+    let batch = batch();
+    let x = batch.input(&input).expect("input");
+
+    let mut group = c.benchmark_group("seg");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(1))
+        .throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("forward_eval_b8_256x256_w64", |b| {
+        b.iter(|| trainer.model().forward(&x).expect("forward"))
+    });
+    group.bench_function("train_step_b8_256x256_w64", |b| {
+        b.iter(|| trainer.train_step(&batch).expect("train step"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

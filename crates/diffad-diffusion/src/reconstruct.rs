@@ -1,0 +1,213 @@
+//! Reconstruction `z_r` of a (possibly anomalous) latent `c = E(x_a)` by the reverse
+//! process (paper Sec. 3.2-3.3; REFERENCE.md section 3: DDIM, eta 0, clean condition,
+//! 10 steps at test time, 50 to train the segmentation network).
+//!
+//! Randomness is per sample: sample `i` of a call draws, in order, its initial noise
+//! `z_T`, then (if asked) the condition noise `eps'`, then one noise per stochastic step,
+//! from the stream [`crate::noise::sample_rng`]`(seed, RECONSTRUCT_PURPOSE, sample_offset + i)`.
+//! Results therefore do not depend on the batch size or on the device's RNG.
+
+use candle_core::{DType, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::ddim::Ddim;
+use crate::denoiser::{noisy_condition, ConditionMode, Denoiser};
+use crate::error::{Error, Result};
+use crate::noise::{gaussian_per_sample, sample_rng};
+use crate::scheduler::Scheduler;
+
+/// The `purpose` of the random streams of [`reconstruct`] (see [`crate::noise`]).
+pub const RECONSTRUCT_PURPOSE: u64 = 0x5245_434f_4e53; // "RECONS"
+
+/// Options of [`reconstruct`]; `Default` is DiffAD's test-time sampler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconstructOptions {
+    /// DDIM steps (10 at test time, 50 for training the segmentation net).
+    pub steps: usize,
+    /// DDIM stochasticity (0 in DiffAD).
+    pub eta: f64,
+    /// Which Table 1 variant to run (see [`ConditionMode`]).
+    pub mode: ConditionMode,
+    /// For the conditional modes: noise the condition to this `t_c` before sampling
+    /// (`None`, the paper's default, uses the clean `c`; the authors suggest
+    /// `t_c` in `[400, 500)` for severe structural defects).
+    pub condition_t: Option<usize>,
+    /// Seed of the per-sample random streams.
+    pub seed: u64,
+    /// Stream index of the first sample of the batch (e.g. its index in the data set), so
+    /// a sample gets the same noise whichever batch it is in.
+    pub sample_offset: u64,
+}
+
+impl Default for ReconstructOptions {
+    fn default() -> Self {
+        Self {
+            steps: 10,
+            eta: 0.0,
+            mode: ConditionMode::Noisy,
+            condition_t: None,
+            seed: 0,
+            sample_offset: 0,
+        }
+    }
+}
+
+/// Reconstructs the latents `condition` `(B, C, h, w)` (`c = E(x_a)`) with DDIM.
+///
+/// * `Clean` / `Noisy`: start from `z_T ~ N(0, I)` and run `opts.steps` DDIM steps of
+///   `eps_theta(z_t, t, c~)` with `c~ = c` or, with `condition_t = Some(t_c)`,
+///   `c~ = sqrt(abar_tc) c + sqrt(1 - abar_tc) eps'` (fixed for the whole chain).
+/// * `None`: the same chain without a condition (unconditional generation; `condition`
+///   only gives the latent shape).
+/// * `ForwardReverse { t_start }` (SDEdit): `z = sqrt(abar_t0) c + sqrt(1 - abar_t0) eps`
+///   at `t0`, the first DDIM timestep `<= t_start`, then the DDIM steps from `t0` without
+///   condition.
+///
+/// `scheduler` supplies the schedule, spacing and prediction type; its step count and
+/// eta are replaced by `opts.steps` and `opts.eta`. The result has `condition`'s shape,
+/// dtype and device.
+pub fn reconstruct(
+    denoiser: &dyn Denoiser,
+    scheduler: &Ddim,
+    condition: &Tensor,
+    opts: &ReconstructOptions,
+) -> Result<Tensor> {
+    let (b, c, h, w) = condition.dims4().map_err(|_| {
+        Error::shape(
+            "reconstruct",
+            "condition latents (B, C, h, w)",
+            condition.dims(),
+        )
+    })?;
+    if b == 0 {
+        return Err(Error::Input("reconstruct: empty batch".into()));
+    }
+    let sched = if scheduler.config().num_inference_steps == opts.steps
+        && scheduler.config().eta == opts.eta
+    {
+        scheduler.clone()
+    } else {
+        Ddim::new(crate::DdimConfig {
+            num_inference_steps: opts.steps,
+            eta: opts.eta,
+            ..scheduler.config().clone()
+        })?
+    };
+    let (dtype, device) = (condition.dtype(), condition.device());
+    let mut rngs: Vec<ChaCha8Rng> = (0..b as u64)
+        .map(|i| sample_rng(opts.seed, RECONSTRUCT_PURPOSE, opts.sample_offset + i))
+        .collect();
+    let per_sample = [c, h, w];
+    let initial = gaussian_per_sample(&mut rngs, &per_sample, dtype, device)?;
+    match opts.mode {
+        ConditionMode::Clean | ConditionMode::Noisy => {
+            let cond = match opts.condition_t {
+                None => condition.clone(),
+                Some(t_c) => {
+                    let eps = gaussian_per_sample(&mut rngs, &per_sample, dtype, device)?;
+                    noisy_condition(sched.noise_schedule(), condition, &vec![t_c; b], &eps)?
+                }
+            };
+            denoise(
+                denoiser,
+                &sched,
+                &initial,
+                sched.timesteps(),
+                Some(&cond),
+                &mut rngs,
+            )
+        }
+        ConditionMode::None => denoise(
+            denoiser,
+            &sched,
+            &initial,
+            sched.timesteps(),
+            None,
+            &mut rngs,
+        ),
+        ConditionMode::ForwardReverse { t_start } => {
+            let big_t = sched.noise_schedule().num_train_timesteps();
+            if t_start >= big_t {
+                return Err(Error::Timestep {
+                    t: t_start,
+                    num_train_timesteps: big_t,
+                });
+            }
+            let timesteps = sched.timesteps_from(t_start);
+            let t0 = *timesteps.first().ok_or_else(|| {
+                Error::config(
+                    "reconstruct",
+                    format!("no DDIM timestep at or below t_start = {t_start}"),
+                )
+            })?;
+            let start = sched.add_noise(condition, &initial, &vec![t0; b])?;
+            denoise(denoiser, &sched, &start, timesteps, None, &mut rngs)
+        }
+    }
+}
+
+/// Runs the reverse chain of `scheduler` over `timesteps` (descending) from `start`,
+/// with an optional fixed condition; stochastic steps draw noise from `rngs` (one stream
+/// per sample). Returns the final sample.
+pub fn denoise(
+    denoiser: &dyn Denoiser,
+    scheduler: &dyn Scheduler,
+    start: &Tensor,
+    timesteps: &[usize],
+    condition: Option<&Tensor>,
+    rngs: &mut [ChaCha8Rng],
+) -> Result<Tensor> {
+    let dims = start.dims().to_vec();
+    let b = dims.first().copied().unwrap_or(0);
+    if rngs.len() != b {
+        return Err(Error::shape(
+            "denoise",
+            format!("{} random streams", rngs.len()),
+            &dims,
+        ));
+    }
+    let mut x = start.clone();
+    for &t in timesteps {
+        let t_tensor = Tensor::from_vec(vec![t as u32; b], b, start.device())?;
+        // Sampling needs no gradient: detaching stops a denoiser built on trainable
+        // variables from chaining every step's graph (and activations) into the next.
+        let model_output = denoiser.predict(&x, &t_tensor, condition)?.detach();
+        let noise = if scheduler.needs_noise(t) {
+            Some(gaussian_per_sample(
+                rngs,
+                &dims[1..],
+                x.dtype(),
+                x.device(),
+            )?)
+        } else {
+            None
+        };
+        x = scheduler
+            .step(&model_output, t, &x, noise.as_ref())?
+            .prev_sample;
+    }
+    Ok(x)
+}
+
+/// Convenience for image pipelines: encodes `images` `(B, 3, H, W)` in `[0, 1]` with the
+/// codec (posterior mode, `c = E(x_a)`), reconstructs with [`reconstruct`], and decodes:
+/// returns `(z_r, x_r = D(z_r))`.
+pub fn reconstruct_images(
+    codec: &dyn diffad_vae::LatentCodec,
+    denoiser: &dyn Denoiser,
+    scheduler: &Ddim,
+    images: &Tensor,
+    opts: &ReconstructOptions,
+) -> Result<(Tensor, Tensor)> {
+    let c = codec.encode(images)?;
+    let z_r = reconstruct(denoiser, scheduler, &c, opts)?;
+    let x_r = codec.decode(&z_r)?;
+    Ok((z_r, x_r))
+}
+
+/// `u32` timesteps `(B)` as the denoisers of this crate take them.
+pub fn timestep_tensor(t: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+    let v: Vec<u32> = t.iter().map(|&t| t as u32).collect();
+    Ok(Tensor::from_vec(v, t.len(), device)?.to_dtype(DType::U32)?)
+}

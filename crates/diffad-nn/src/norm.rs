@@ -1,0 +1,336 @@
+//! Normalisation layers built from plain tensor ops, so their backward passes exist.
+//!
+//! Candle's fused `layer_norm`/`rms_norm` kernels have no backward; these layers only use
+//! `mean`, `sub`, `sqr`, `sqrt` and `div`, which all differentiate.
+
+use candle_core::{DType, ModuleT, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+use crate::error::{Error, Result};
+
+/// Group normalisation (Wu & He 2018; PyTorch `nn.GroupNorm`, affine):
+/// the channels of each sample are split into `G` groups and
+/// `y = (x - mean_g) / sqrt(var_g + eps) * weight[c] + bias[c]`, with the biased variance
+/// over each group's channels and positions. Parameters `weight` (init 1) and `bias`
+/// (init 0), each `(C)`.
+///
+/// Half-precision inputs are normalised in `f32` (as diffusers upcasts its norms).
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    num_groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Builds the layer from `weight` and `bias` `(C)`.
+    pub fn new(weight: Tensor, bias: Tensor, num_groups: usize, eps: f64) -> Result<Self> {
+        let c = weight
+            .dims1()
+            .map_err(|_| Error::shape("GroupNorm", "weight (C)", weight.dims()))?;
+        if bias.dims() != [c] {
+            return Err(Error::shape(
+                "GroupNorm",
+                format!("bias ({c})"),
+                bias.dims(),
+            ));
+        }
+        if num_groups == 0 || c % num_groups != 0 {
+            return Err(Error::config(
+                "GroupNorm",
+                format!("{c} channels not divisible by {num_groups} groups"),
+            ));
+        }
+        Ok(Self {
+            weight,
+            bias,
+            num_groups,
+            eps,
+        })
+    }
+
+    /// Number of channels `C`.
+    pub fn channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Number of groups `G`.
+    pub fn num_groups(&self) -> usize {
+        self.num_groups
+    }
+
+    /// The scale `(C)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The shift `(C)`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// Normalises `x` `(B, C, *)` (any number of trailing dims, at least one).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.channels();
+        let dims = x.dims();
+        if dims.len() < 3 || dims[1] != c {
+            return Err(Error::shape("GroupNorm", format!("(B, {c}, ...)"), dims));
+        }
+        let dtype = x.dtype();
+        let xf = match dtype {
+            DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
+            _ => x.clone(),
+        };
+        let b = dims[0];
+        let xg = xf.reshape((b, self.num_groups, ()))?;
+        let mean = xg.mean_keepdim(2)?;
+        let xc = xg.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(2)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let xn = xn.reshape(dims)?.to_dtype(dtype)?;
+        let mut pshape = vec![1usize; dims.len()];
+        pshape[1] = c;
+        let w = self.weight.reshape(pshape.as_slice())?;
+        let bias = self.bias.reshape(pshape.as_slice())?;
+        Ok(xn.broadcast_mul(&w)?.broadcast_add(&bias)?)
+    }
+}
+
+impl candle_core::Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        GroupNorm::forward(self, x).map_err(candle_core::Error::wrap)
+    }
+}
+
+/// Builds a [`GroupNorm`] from `vb` (`weight` init 1, `bias` init 0).
+pub fn group_norm(
+    num_groups: usize,
+    channels: usize,
+    eps: f64,
+    vb: VarBuilder,
+) -> Result<GroupNorm> {
+    if num_groups == 0 || channels % num_groups != 0 {
+        return Err(Error::config(
+            "GroupNorm",
+            format!("{channels} channels not divisible by {num_groups} groups"),
+        ));
+    }
+    let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+    let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+    GroupNorm::new(weight, bias, num_groups, eps)
+}
+
+/// Batch normalisation over `(B, C, H, W)` maps (PyTorch `nn.BatchNorm2d`, affine, with
+/// running statistics).
+///
+/// * Training (`forward_t(x, true)`): normalises with the batch mean and biased variance
+///   over `(B, H, W)`, and updates the running statistics in place:
+///   `running = (1 - momentum) * running + momentum * batch`, the variance term being the
+///   unbiased one (`n / (n - 1)` times the biased), as PyTorch does.
+/// * Evaluation (`forward_t(x, false)`): `y = (x - running_mean) / sqrt(running_var + eps)
+///   * weight + bias`.
+///
+/// Parameters `weight`, `bias`, `running_mean` and `running_var` (all `(C)`). With a
+/// `VarMap`-backed `VarBuilder` the running statistics are variables of the map, so they
+/// are saved with a checkpoint; they never receive gradients (they are detached).
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// Builds the layer from its four `(C)` tensors. When `running_mean`/`running_var` are
+    /// `Var`s (e.g. from a `VarMap`) the running statistics are updated in place.
+    pub fn new(
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        eps: f64,
+        momentum: f64,
+    ) -> Result<Self> {
+        let c = weight
+            .dims1()
+            .map_err(|_| Error::shape("BatchNorm2d", "weight (C)", weight.dims()))?;
+        for (name, t) in [
+            ("bias", &bias),
+            ("running_mean", &running_mean),
+            ("running_var", &running_var),
+        ] {
+            if t.dims() != [c] {
+                return Err(Error::shape(
+                    "BatchNorm2d",
+                    format!("{name} ({c})"),
+                    t.dims(),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&momentum) {
+            return Err(Error::config(
+                "BatchNorm2d",
+                format!("momentum {momentum} not in [0, 1]"),
+            ));
+        }
+        Ok(Self {
+            weight,
+            bias,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps,
+            momentum,
+        })
+    }
+
+    /// Number of channels `C`.
+    pub fn channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// The scale `(C)`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The shift `(C)`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// The running mean `(C)`.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// The running (unbiased) variance `(C)`.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// Normalises `x` `(B, C, H, W)` with batch statistics (`train`) or running ones.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.channels();
+        let (b, _, h, w) = crate::error::expect_nchw("BatchNorm2d", x, c)?;
+        let shape = (1, c, 1, 1);
+        let (mean, var) = if train {
+            let n = b * h * w;
+            if n < 2 {
+                return Err(Error::shape(
+                    "BatchNorm2d",
+                    "more than one value per channel in training mode",
+                    x.dims(),
+                ));
+            }
+            let mean = x.mean_keepdim(3)?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let var = x
+                .broadcast_sub(&mean)?
+                .sqr()?
+                .mean_keepdim(3)?
+                .mean_keepdim(2)?
+                .mean_keepdim(0)?;
+            let m = self.momentum;
+            let batch_mean = mean
+                .detach()
+                .flatten_all()?
+                .to_dtype(self.running_mean.dtype())?;
+            let batch_var = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?
+                .to_dtype(self.running_var.dtype())?;
+            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
+            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (batch_var * m)?)?;
+            self.running_mean.set(&new_mean)?;
+            self.running_var.set(&new_var)?;
+            (mean, var)
+        } else {
+            let mean = self
+                .running_mean
+                .as_tensor()
+                .detach()
+                .to_dtype(x.dtype())?
+                .reshape(shape)?;
+            let var = self
+                .running_var
+                .as_tensor()
+                .detach()
+                .to_dtype(x.dtype())?
+                .reshape(shape)?;
+            (mean, var)
+        };
+        let xn = x
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(xn
+            .broadcast_mul(&self.weight.reshape(shape)?)?
+            .broadcast_add(&self.bias.reshape(shape)?)?)
+    }
+}
+
+impl ModuleT for BatchNorm2d {
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        BatchNorm2d::forward_t(self, x, train).map_err(candle_core::Error::wrap)
+    }
+}
+
+/// Initial values of a [`BatchNorm2d`]'s affine parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormInit {
+    /// Init of `weight` (PyTorch: 1; DRAEM: `N(1, 0.02)`).
+    pub weight: Init,
+    /// Init of `bias` (0 for both).
+    pub bias: Init,
+}
+
+impl Default for BatchNormInit {
+    /// PyTorch's default: weight 1, bias 0.
+    fn default() -> Self {
+        Self {
+            weight: Init::Const(1.0),
+            bias: Init::Const(0.0),
+        }
+    }
+}
+
+impl BatchNormInit {
+    /// DRAEM's `weights_init`: weight `N(1, 0.02)`, bias 0.
+    pub fn draem() -> Self {
+        Self {
+            weight: crate::init::DRAEM_BN_WEIGHT,
+            bias: Init::Const(0.0),
+        }
+    }
+}
+
+/// Builds a [`BatchNorm2d`] with PyTorch's default init (weight 1, bias 0, running mean 0,
+/// running variance 1). PyTorch's defaults are `eps = 1e-5`, `momentum = 0.1`.
+pub fn batch_norm2d(
+    channels: usize,
+    eps: f64,
+    momentum: f64,
+    vb: VarBuilder,
+) -> Result<BatchNorm2d> {
+    batch_norm2d_with_init(channels, eps, momentum, BatchNormInit::default(), vb)
+}
+
+/// Builds a [`BatchNorm2d`] with the given init of its affine parameters.
+pub fn batch_norm2d_with_init(
+    channels: usize,
+    eps: f64,
+    momentum: f64,
+    init: BatchNormInit,
+    vb: VarBuilder,
+) -> Result<BatchNorm2d> {
+    let weight = vb.get_with_hints(channels, "weight", init.weight)?;
+    let bias = vb.get_with_hints(channels, "bias", init.bias)?;
+    let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+    let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+    BatchNorm2d::new(weight, bias, running_mean, running_var, eps, momentum)
+}
+
+/// SiLU (swish), `x * sigmoid(x)`, the non-linearity of diffusers' blocks.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    Ok(x.silu()?)
+}

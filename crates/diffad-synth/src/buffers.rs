@@ -1,0 +1,560 @@
+//! Plain image buffers and conversions between `image::RgbImage`, f32 HWC/CHW
+//! buffers and Candle tensors, plus the geometric helpers the augmenters share
+//! (bilinear rotation about the image centre, resizing).
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+
+use crate::error::{check_size, Error, Result};
+
+/// An RGB image with `f32` values in `[0, 1]`, stored row-major HWC
+/// (`data[(y * width + x) * 3 + c]`), the layout DRAEM's NumPy code uses
+/// before its final `transpose(2, 0, 1)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageF32 {
+    height: usize,
+    width: usize,
+    data: Vec<f32>,
+}
+
+impl ImageF32 {
+    /// Wraps an HWC buffer of `height * width * 3` values.
+    ///
+    /// Errors on a zero size or a buffer of the wrong length. Values are not
+    /// clamped; use [`ImageF32::clamped`] when the source may leave `[0, 1]`.
+    pub fn from_hwc(height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
+        check_size(height, width)?;
+        let expected = height * width * 3;
+        if data.len() != expected {
+            return Err(Error::BufferLength {
+                shape: vec![height, width, 3],
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(Self {
+            height,
+            width,
+            data,
+        })
+    }
+
+    /// Builds an image from a CHW buffer (`data[c * H * W + y * W + x]`),
+    /// the layout of a `(3, H, W)` tensor.
+    pub fn from_chw(height: usize, width: usize, chw: &[f32]) -> Result<Self> {
+        check_size(height, width)?;
+        let plane = height * width;
+        if chw.len() != plane * 3 {
+            return Err(Error::BufferLength {
+                shape: vec![3, height, width],
+                expected: plane * 3,
+                found: chw.len(),
+            });
+        }
+        let mut data = vec![0.0; plane * 3];
+        for (p, px) in data.chunks_exact_mut(3).enumerate() {
+            for (c, v) in px.iter_mut().enumerate() {
+                *v = chw[c * plane + p];
+            }
+        }
+        Ok(Self {
+            height,
+            width,
+            data,
+        })
+    }
+
+    /// A constant-colour image.
+    pub fn filled(height: usize, width: usize, rgb: [f32; 3]) -> Result<Self> {
+        check_size(height, width)?;
+        let data = rgb
+            .iter()
+            .copied()
+            .cycle()
+            .take(height * width * 3)
+            .collect();
+        Ok(Self {
+            height,
+            width,
+            data,
+        })
+    }
+
+    /// Converts an 8-bit image: `v / 255`.
+    pub fn from_rgb8(img: &RgbImage) -> Result<Self> {
+        let (w, h) = img.dimensions();
+        let data = img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
+        Self::from_hwc(h as usize, w as usize, data)
+    }
+
+    /// Converts to 8 bits: `round(clamp(v, 0, 1) * 255)` (NaN maps to 0).
+    pub fn to_rgb8(&self) -> RgbImage {
+        let raw = self.data.iter().map(|&v| unit_to_u8(v)).collect();
+        // Length is height * width * 3 by construction, so this cannot fail.
+        RgbImage::from_raw(self.width as u32, self.height as u32, raw)
+            .unwrap_or_else(|| RgbImage::new(self.width as u32, self.height as u32))
+    }
+
+    /// Loads an image file (any format the `image` crate decodes) as RGB.
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let img = image::ImageReader::open(path)
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .with_guessed_format()
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .decode()
+            .map_err(|source| Error::Decode {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::from_rgb8(&img.to_rgb8())
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The HWC values.
+    pub fn as_hwc(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The HWC values, mutable.
+    pub fn as_hwc_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Consumes the image, returning its HWC buffer.
+    pub fn into_hwc(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// The values in CHW order (the layout of a `(3, H, W)` tensor).
+    pub fn to_chw(&self) -> Vec<f32> {
+        let plane = self.height * self.width;
+        let mut out = vec![0.0; plane * 3];
+        self.write_chw(&mut out);
+        out
+    }
+
+    /// Writes the CHW values into `out` (length `3 * H * W`).
+    pub(crate) fn write_chw(&self, out: &mut [f32]) {
+        let plane = self.height * self.width;
+        for (p, px) in self.data.chunks_exact(3).enumerate() {
+            out[p] = px[0];
+            out[plane + p] = px[1];
+            out[2 * plane + p] = px[2];
+        }
+    }
+
+    /// A copy with every value clamped to `[0, 1]`.
+    pub fn clamped(&self) -> Self {
+        let data = self.data.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+        Self { data, ..*self }
+    }
+
+    /// Errors with [`Error::NonFinite`] if any value is NaN or infinite.
+    pub fn check_finite(&self) -> Result<()> {
+        if self.data.iter().all(|v| v.is_finite()) {
+            Ok(())
+        } else {
+            Err(Error::NonFinite("image pixels"))
+        }
+    }
+
+    /// A `(3, H, W)` `f32` tensor on `device`.
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.to_chw(),
+            (3, self.height, self.width),
+            device,
+        )?)
+    }
+
+    /// Reads a `(3, H, W)` tensor (any float dtype, any device).
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        let dims = t.dims();
+        if dims.len() != 3 || dims[0] != 3 {
+            return Err(Error::TensorShape(format!(
+                "expected (3, H, W), got {dims:?}"
+            )));
+        }
+        let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Self::from_chw(dims[1], dims[2], &data)
+    }
+
+    /// Bilinear resize (`image`'s triangle filter on the 8-bit version when
+    /// shrinking would lose precision is avoided: this works in `f32`).
+    pub fn resize(&self, height: usize, width: usize) -> Result<Self> {
+        check_size(height, width)?;
+        if height == self.height && width == self.width {
+            return Ok(self.clone());
+        }
+        let data = resize_bilinear::<3>(&self.data, self.height, self.width, height, width);
+        Ok(Self {
+            height,
+            width,
+            data,
+        })
+    }
+
+    /// Rotates about the image centre by `degrees` (positive = clockwise on
+    /// screen), bilinear, zero (black) outside, as imgaug's
+    /// `Affine(rotate=...)` with its defaults `order=1, cval=0, mode="constant"`.
+    pub fn rotated(&self, degrees: f32) -> Self {
+        let mut data = vec![0.0; self.data.len()];
+        rotate_bilinear::<3>(&self.data, self.height, self.width, degrees, &mut data);
+        Self { data, ..*self }
+    }
+}
+
+/// A single-channel `f32` image, row-major (`data[y * width + x]`): Perlin
+/// noise, anomaly masks `M` (values in `{0, 1}`) and foreground masks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plane {
+    height: usize,
+    width: usize,
+    data: Vec<f32>,
+}
+
+/// An anomaly or foreground mask: a [`Plane`] whose values are 0 or 1.
+pub type Mask = Plane;
+
+impl Plane {
+    /// Wraps a row-major buffer of `height * width` values.
+    pub fn from_vec(height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
+        check_size(height, width)?;
+        if data.len() != height * width {
+            return Err(Error::BufferLength {
+                shape: vec![height, width],
+                expected: height * width,
+                found: data.len(),
+            });
+        }
+        Ok(Self {
+            height,
+            width,
+            data,
+        })
+    }
+
+    /// A constant plane.
+    pub fn filled(height: usize, width: usize, value: f32) -> Result<Self> {
+        check_size(height, width)?;
+        Ok(Self {
+            height,
+            width,
+            data: vec![value; height * width],
+        })
+    }
+
+    /// Reads an 8-bit grey image as a binary mask: `v > 127` gives 1 (MVTec
+    /// masks are 0/255).
+    pub fn mask_from_luma8(img: &image::GrayImage) -> Result<Self> {
+        let (w, h) = img.dimensions();
+        let data = img
+            .as_raw()
+            .iter()
+            .map(|&v| if v > 127 { 1.0 } else { 0.0 })
+            .collect();
+        Self::from_vec(h as usize, w as usize, data)
+    }
+
+    /// Converts to 8 bits: `round(clamp(v, 0, 1) * 255)`.
+    pub fn to_luma8(&self) -> image::GrayImage {
+        let raw = self.data.iter().map(|&v| unit_to_u8(v)).collect();
+        image::GrayImage::from_raw(self.width as u32, self.height as u32, raw)
+            .unwrap_or_else(|| image::GrayImage::new(self.width as u32, self.height as u32))
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The row-major values.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The row-major values, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Consumes the plane, returning its buffer.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Sum of all values (the number of anomalous pixels for a mask).
+    pub fn sum(&self) -> f64 {
+        self.data.iter().map(|&v| f64::from(v)).sum()
+    }
+
+    /// Fraction of pixels whose value exceeds 0.5 (mask coverage).
+    pub fn coverage(&self) -> f64 {
+        let on = self.data.iter().filter(|&&v| v > 0.5).count();
+        on as f64 / self.data.len() as f64
+    }
+
+    /// Rotates about the centre like [`ImageF32::rotated`].
+    pub fn rotated(&self, degrees: f32) -> Self {
+        let mut data = vec![0.0; self.data.len()];
+        rotate_bilinear::<1>(&self.data, self.height, self.width, degrees, &mut data);
+        Self { data, ..*self }
+    }
+
+    /// A `(1, H, W)` `f32` tensor on `device`.
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.data.clone(),
+            (1, self.height, self.width),
+            device,
+        )?)
+    }
+}
+
+/// `round(clamp(v, 0, 1) * 255)` with NaN mapped to 0.
+#[inline]
+pub(crate) fn unit_to_u8(v: f32) -> u8 {
+    if v.is_nan() {
+        0
+    } else {
+        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+    }
+}
+
+/// Bilinear rotation of a `C`-channel HWC buffer about the pixel centre
+/// `((W - 1) / 2, (H - 1) / 2)` (imgaug's centre `W/2 - 0.5`), zero outside.
+///
+/// The output pixel `(x, y)` samples the source at
+/// `x_s = c_x + cos(a)(x - c_x) + sin(a)(y - c_y)`,
+/// `y_s = c_y - sin(a)(x - c_x) + cos(a)(y - c_y)`, i.e. the content turns
+/// clockwise on screen (y down) for positive `a`. DRAEM draws the angle
+/// symmetrically, so the sign convention does not change any distribution.
+/// Source pixels beyond the edge count as 0 in the interpolation (OpenCV's
+/// `BORDER_CONSTANT`, which imgaug's `Affine` uses).
+pub(crate) fn rotate_bilinear<const C: usize>(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    degrees: f32,
+    out: &mut [f32],
+) {
+    rotate_with::<C, f32>(src, h, w, degrees, |i, v| {
+        out[i * C..(i + 1) * C].copy_from_slice(&v)
+    });
+}
+
+/// The rotation of [`rotate_bilinear`], handing each output pixel `i`
+/// (row-major index) whose sample position lies inside the source, and its
+/// `C` values, to `emit`. Pixels not emitted are 0; callers pre-fill.
+///
+/// The source is first copied into a buffer with a one-pixel zero border, so
+/// every sample position inside `(-1, W) x (-1, H)` reads four in-bounds
+/// taps; the range of such positions is solved per row, so the inner loop
+/// has no bounds branches.
+pub(crate) fn rotate_with<const C: usize, S: Copy + Into<f32>>(
+    src: &[S],
+    h: usize,
+    w: usize,
+    degrees: f32,
+    mut emit: impl FnMut(usize, [f32; C]),
+) {
+    let (pw, ph) = (w + 2, h + 2);
+    let mut padded = vec![0.0f32; pw * ph * C];
+    for (y, row) in src.chunks_exact(w * C).enumerate() {
+        let dst = &mut padded[((y + 1) * pw + 1) * C..((y + 1) * pw + 1 + w) * C];
+        for (d, &s) in dst.iter_mut().zip(row) {
+            *d = s.into();
+        }
+    }
+    let a = f64::from(degrees).to_radians();
+    let (sin, cos) = (a.sin(), a.cos());
+    let cx = (w as f64 - 1.0) * 0.5;
+    let cy = (h as f64 - 1.0) * 0.5;
+    // Padded coordinates: source (x_s, y_s) is at (x_s + 1, y_s + 1).
+    let (max_x, max_y) = (w as f32 + 1.0, h as f32 + 1.0);
+    let (cosf, sinf) = (cos as f32, sin as f32);
+    for y in 0..h {
+        let dy = y as f64 - cy;
+        let x_row = (cx + 1.0 - cos * cx + sin * dy) as f32;
+        let y_row = (cy + 1.0 + sin * cx + cos * dy) as f32;
+        let (lo_x, hi_x) = inside_range(x_row, cosf, max_x, w);
+        let (lo_y, hi_y) = inside_range(y_row, -sinf, max_y, w);
+        let (lo, hi) = (lo_x.max(lo_y), hi_x.min(hi_y));
+        for x in lo..hi.max(lo) {
+            let xs = x_row + cosf * x as f32;
+            let ys = y_row + -sinf * x as f32;
+            // Both are in (0, W + 1) x (0, H + 1) here, so the casts floor;
+            // `min` only guards against rounding at the far edge.
+            let x0 = (xs as usize).min(w);
+            let y0 = (ys as usize).min(h);
+            let (fx, fy) = (xs - x0 as f32, ys - y0 as f32);
+            let i00 = (y0 * pw + x0) * C;
+            let i10 = i00 + pw * C;
+            let top = &padded[i00..i00 + 2 * C];
+            let bot = &padded[i10..i10 + 2 * C];
+            let mut acc = [0.0f32; C];
+            for c in 0..C {
+                let t = top[c] + fx * (top[C + c] - top[c]);
+                let b = bot[c] + fx * (bot[C + c] - bot[c]);
+                acc[c] = t + fy * (b - t);
+            }
+            emit(y * w + x, acc);
+        }
+    }
+}
+
+/// The integers `x` in `[0, n)` with `0 < a + b x < max` (evaluated in `f32`
+/// exactly as the rotation loop does), a contiguous range `lo..hi`.
+fn inside_range(a: f32, b: f32, max: f32, n: usize) -> (usize, usize) {
+    let inside = |x: usize| {
+        let v = a + b * x as f32;
+        v > 0.0 && v < max
+    };
+    if b == 0.0 {
+        return if inside(0) { (0, n) } else { (0, 0) };
+    }
+    let (t0, t1) = (-a / b, (max - a) / b);
+    let clampn = |t: f32| t.max(0.0).min(n as f32) as usize;
+    let mut lo = clampn(t0.min(t1).floor());
+    let mut hi = clampn(t0.max(t1).ceil() + 1.0);
+    while lo < hi && !inside(lo) {
+        lo += 1;
+    }
+    while hi > lo && !inside(hi - 1) {
+        hi -= 1;
+    }
+    (lo, hi)
+}
+
+/// Bilinear resize of a `C`-channel HWC buffer with half-pixel centres
+/// (OpenCV's `INTER_LINEAR` sampling positions, as DRAEM's `cv2.resize`).
+pub(crate) fn resize_bilinear<const C: usize>(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
+    let axis = |n_in: usize, n_out: usize| -> Vec<(usize, usize, f32)> {
+        let scale = n_in as f32 / n_out as f32;
+        (0..n_out)
+            .map(|o| {
+                let s = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+                let i0 = (s.floor() as usize).min(n_in - 1);
+                let i1 = (i0 + 1).min(n_in - 1);
+                (i0, i1, s - i0 as f32)
+            })
+            .collect()
+    };
+    let xs = axis(w, ow);
+    let ys = axis(h, oh);
+    let mut out = vec![0.0; oh * ow * C];
+    for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
+        for (ox, &(x0, x1, fx)) in xs.iter().enumerate() {
+            for c in 0..C {
+                let v00 = src[(y0 * w + x0) * C + c];
+                let v01 = src[(y0 * w + x1) * C + c];
+                let v10 = src[(y1 * w + x0) * C + c];
+                let v11 = src[(y1 * w + x1) * C + c];
+                let top = v00 + fx * (v01 - v00);
+                let bot = v10 + fx * (v11 - v10);
+                out[(oy * ow + ox) * C + c] = top + fy * (bot - top);
+            }
+        }
+    }
+    out
+}
+
+/// Resizes an 8-bit image to `height x width` with OpenCV-style bilinear
+/// sampling (DRAEM: `cv2.resize(img, (W, H))`, `INTER_LINEAR`). Returns the
+/// input unchanged when it already has that size.
+pub fn resize_rgb8(img: &RgbImage, height: usize, width: usize) -> Result<RgbImage> {
+    check_size(height, width)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    check_size(h, w)?;
+    if (h, w) == (height, width) {
+        return Ok(img.clone());
+    }
+    let src: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
+    let out = resize_bilinear::<3>(&src, h, w, height, width);
+    let raw = out
+        .iter()
+        .map(|&v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
+    RgbImage::from_raw(width as u32, height as u32, raw).ok_or(Error::BufferLength {
+        shape: vec![height, width, 3],
+        expected: height * width * 3,
+        found: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straightforward bilinear rotation with per-tap bounds checks, in f64.
+    fn naive(src: &[f32], h: usize, w: usize, degrees: f64) -> Vec<f32> {
+        let (s, c) = degrees.to_radians().sin_cos();
+        let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+        let at = |x: i64, y: i64| {
+            if x < 0 || y < 0 || x >= w as i64 || y >= h as i64 {
+                0.0
+            } else {
+                f64::from(src[y as usize * w + x as usize])
+            }
+        };
+        let mut out = vec![0.0; h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let (dx, dy) = (x as f64 - cx, y as f64 - cy);
+                let xs = cx + c * dx + s * dy;
+                let ys = cy - s * dx + c * dy;
+                let (x0, y0) = (xs.floor(), ys.floor());
+                let (fx, fy) = (xs - x0, ys - y0);
+                let (x0, y0) = (x0 as i64, y0 as i64);
+                let v = at(x0, y0) * (1.0 - fx) * (1.0 - fy)
+                    + at(x0 + 1, y0) * fx * (1.0 - fy)
+                    + at(x0, y0 + 1) * (1.0 - fx) * fy
+                    + at(x0 + 1, y0 + 1) * fx * fy;
+                out[y * w + x] = v as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fast_rotation_matches_naive_bilinear() {
+        for &(h, w) in &[(1, 1), (2, 7), (13, 5), (16, 16), (31, 24)] {
+            let src: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 17) as f32) / 17.0 + 0.1).collect();
+            for &deg in &[0.0, 1.0, -17.5, 30.0, 45.0, 89.9, 90.0, -90.0, 133.0, 180.0] {
+                let mut out = vec![0.0; h * w];
+                rotate_bilinear::<1>(&src, h, w, deg as f32, &mut out);
+                let reference = naive(&src, h, w, deg);
+                for (i, (a, b)) in out.iter().zip(&reference).enumerate() {
+                    assert!((a - b).abs() < 1e-4, "{h}x{w} at {deg} deg, pixel {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
