@@ -602,6 +602,9 @@ fn train_ldm(
     let vae = load_vae(run, device)?;
     let l = &config.ldm;
     let checkpoint = run.checkpoint(Stage::Ldm);
+    if let Some(dir) = checkpoint.parent() {
+        crate::io::create_dir_all(dir)?;
+    }
     let mut trainer = if checkpoint.is_file() {
         run.log(&format!("ldm: resuming from {}", checkpoint.display()))?;
         stage!(Stage::Ldm, LdmTrainer::from_checkpoint(&checkpoint, device))?
@@ -654,9 +657,6 @@ fn train_ldm(
         )
     )?;
     let out = run.weights(Stage::Ldm);
-    if let Some(dir) = out.parent() {
-        crate::io::create_dir_all(dir)?;
-    }
     stage!(Stage::Ldm, trainer.export_unet(&out, true))?;
     remove_file(&checkpoint)?;
     Ok((

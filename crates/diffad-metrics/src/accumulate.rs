@@ -81,7 +81,11 @@ impl Groups {
                     stats.negatives += extra.negatives;
                     stats.regions += extra.regions;
                 }
-                (g.name.clone(), Subset::Groups(id, good.unwrap_or(id)), stats)
+                (
+                    g.name.clone(),
+                    Subset::Groups(id, good.unwrap_or(id)),
+                    stats,
+                )
             })
             .collect()
     }
@@ -161,7 +165,13 @@ impl PixelMetrics {
     /// Errors (the accumulator is then unchanged): map or mask not
     /// `width * height`, a non-finite map value (image number and pixel
     /// given), or more than [`crate::MAX_REGIONS`] regions in total.
-    pub fn update(&mut self, map: &[f32], mask: &[bool], width: usize, height: usize) -> Result<()> {
+    pub fn update(
+        &mut self,
+        map: &[f32],
+        mask: &[bool],
+        width: usize,
+        height: usize,
+    ) -> Result<()> {
         self.update_group(0, map, mask, width, height)
     }
 
@@ -436,8 +446,15 @@ impl ImageMetrics {
             .breakdown_subsets()
             .into_iter()
             .map(|(name, subset, stats)| {
-                let out = (stats.positives > 0 && stats.negatives > 0)
-                    .then(|| BinaryMetrics::from(sweep(&sorted, subset, stats.positives, stats.negatives, None)));
+                let out = (stats.positives > 0 && stats.negatives > 0).then(|| {
+                    BinaryMetrics::from(sweep(
+                        &sorted,
+                        subset,
+                        stats.positives,
+                        stats.negatives,
+                        None,
+                    ))
+                });
                 let breakdown = ImageBreakdown {
                     images: stats.images,
                     anomalous: stats.positives as usize,

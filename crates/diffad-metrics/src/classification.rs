@@ -109,20 +109,32 @@ fn pack_scores(scores: &[f32], labels: &[bool]) -> Result<(Vec<u64>, u64, u64)> 
             got: labels.len(),
         });
     }
-    if let Some(index) = scores.par_iter().position_first(|s| !s.is_finite()) {
+    // One parallel pass validates, counts and packs.
+    const CHUNK: usize = 1 << 16;
+    let mut packed = vec![0u64; scores.len()];
+    let positives = packed
+        .par_chunks_mut(CHUNK)
+        .zip(scores.par_chunks(CHUNK).zip(labels.par_chunks(CHUNK)))
+        .map(|(out, (s, l))| {
+            let mut positives = 0u64;
+            let mut finite = true;
+            for ((o, &s), &l) in out.iter_mut().zip(s).zip(l) {
+                finite &= s.is_finite();
+                positives += u64::from(l);
+                *o = pack(s, 0, u32::from(l));
+            }
+            finite.then_some(positives)
+        })
+        .try_reduce(|| 0, |a, b| Some(a + b));
+    let Some(positives) = positives else {
+        // Report the first non-finite score.
+        let index = scores.iter().position(|s| !s.is_finite()).unwrap_or(0);
         return Err(Error::NonFiniteScore {
             index,
             value: scores[index],
         });
-    }
-    let positives = labels.par_iter().filter(|&&l| l).count() as u64;
+    };
     let negatives = scores.len() as u64 - positives;
-    let mut packed = Vec::with_capacity(scores.len());
-    scores
-        .par_iter()
-        .zip(labels.par_iter())
-        .map(|(&s, &l)| pack(s, 0, u32::from(l)))
-        .collect_into_vec(&mut packed);
     Ok((packed, positives, negatives))
 }
 

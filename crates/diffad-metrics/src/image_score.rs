@@ -110,7 +110,10 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(matches!(image_score(&[1.0; 4], 2, 2, 0), Err(Error::Kernel(0))));
+        assert!(matches!(
+            image_score(&[1.0; 4], 2, 2, 0),
+            Err(Error::Kernel(0))
+        ));
         assert!(matches!(
             image_score(&[1.0; 4], 3, 2, 3),
             Err(Error::SizeMismatch { got: 4, .. })

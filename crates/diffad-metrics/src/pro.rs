@@ -4,7 +4,9 @@
 use rayon::prelude::*;
 
 use crate::classification::check_two_classes;
-use crate::ranked::{descending_key, sort_descending, sweep, ProSpec, Subset, MAX_REGIONS, REGION_MASK};
+use crate::ranked::{
+    descending_key, sort_descending, sweep, ProSpec, Subset, MAX_REGIONS, REGION_MASK,
+};
 use crate::regions::{check_finite, check_sizes, pack_image_prefix, PackedImage, PREFIX_SHIFT};
 use crate::{Error, Result};
 

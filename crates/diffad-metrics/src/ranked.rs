@@ -114,68 +114,88 @@ pub(crate) fn sort_descending(data: &mut [u64]) {
     let digit = |w: u64| ((key_of(w) >> msd_shift) & msd_mask) as usize;
 
     let buckets = 1usize << msd_bits;
-    let counts = data
-        .par_chunks(1 << 16)
-        .map(|chunk| {
+    // The MSD pass is parallel too: the array is cut into parts, each part
+    // is scattered into the same range of `scratch` by its own counts, and a
+    // bucket is then the union of its pieces in every part.
+    let part_len = n.div_ceil(rayon::current_num_threads().clamp(1, 16));
+    let part_counts: Vec<Vec<usize>> = data
+        .par_chunks(part_len)
+        .map(|part| {
             let mut hist = vec![0usize; buckets];
-            for &w in chunk {
+            for &w in part {
                 hist[digit(w)] += 1;
             }
             hist
         })
-        .reduce(
-            || vec![0usize; buckets],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+        .collect();
     let mut scratch = vec![0u64; n];
-    let mut offsets = Vec::with_capacity(buckets);
-    let mut running = 0;
-    for &c in &counts {
-        offsets.push(running);
-        running += c;
+    scratch
+        .par_chunks_mut(part_len)
+        .zip(data.par_chunks(part_len))
+        .zip(part_counts.par_iter())
+        .for_each(|((out, part), hist)| {
+            let mut offsets = Vec::with_capacity(buckets);
+            let mut running = 0;
+            for &c in hist {
+                offsets.push(running);
+                running += c;
+            }
+            for &w in part {
+                let d = digit(w);
+                out[offsets[d]] = w;
+                offsets[d] += 1;
+            }
+        });
+    // Pieces of every bucket, part by part, and the bucket's final place.
+    let mut pieces: Vec<Vec<&[u64]>> = (0..buckets).map(|_| Vec::new()).collect();
+    for (part, hist) in scratch.chunks(part_len).zip(&part_counts) {
+        let mut rest = part;
+        for (bucket, &c) in hist.iter().enumerate() {
+            let (piece, tail) = rest.split_at(c);
+            if c > 0 {
+                pieces[bucket].push(piece);
+            }
+            rest = tail;
+        }
     }
-    for &w in data.iter() {
-        let d = digit(w);
-        scratch[offsets[d]] = w;
-        offsets[d] += 1;
-    }
-    if msd_shift == 0 {
-        data.copy_from_slice(&scratch);
-        return;
+    let mut jobs = Vec::with_capacity(buckets);
+    let mut rest = &mut data[..];
+    for sources in pieces {
+        let len = sources.iter().map(|p| p.len()).sum();
+        let (dst, tail) = rest.split_at_mut(len);
+        if len > 0 {
+            jobs.push((sources, dst));
+        }
+        rest = tail;
     }
     let lsd_passes = msd_shift.div_ceil(LSD_BITS);
-    // Pair each bucket of `scratch` (holding the data) with the same range of
-    // `data` (free space) and finish the buckets independently.
-    let mut pairs = Vec::with_capacity(buckets);
-    let (mut rest_src, mut rest_dst) = (&mut scratch[..], &mut data[..]);
-    for &c in &counts {
-        let (src, tail_src) = rest_src.split_at_mut(c);
-        let (dst, tail_dst) = rest_dst.split_at_mut(c);
-        if c > 0 {
-            pairs.push((src, dst));
-        }
-        rest_src = tail_src;
-        rest_dst = tail_dst;
-    }
-    pairs
-        .into_par_iter()
-        .with_min_len(16)
-        .for_each_init(Vec::new, |hist, (src, dst)| {
-            lsd_sort(src, dst, msd_shift, lsd_passes, hist)
-        });
+    jobs.into_par_iter().with_min_len(16).for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(hist, tmp), (sources, dst)| lsd_sort(&sources, dst, msd_shift, lsd_passes, hist, tmp),
+    );
 }
 
-/// Sorts `src` by key bits `[0, bits)` with `passes` LSD radix passes,
-/// leaving the result in `dst` (`src` is used as scratch). `hist` is reusable
-/// scratch for the digit counts.
-fn lsd_sort(src: &mut [u64], dst: &mut [u64], bits: u32, passes: u32, hist: &mut Vec<u32>) {
+/// Sorts the concatenation of `sources` by key bits `[0, bits)` with up to
+/// `passes` LSD radix passes into `dst`. `hist` and `tmp` are reusable
+/// scratch (digit counts and a ping-pong buffer).
+fn lsd_sort(
+    sources: &[&[u64]],
+    dst: &mut [u64],
+    bits: u32,
+    passes: u32,
+    hist: &mut Vec<u32>,
+    tmp: &mut Vec<u64>,
+) {
+    let mut filled = 0;
     // Small buckets: a comparison sort is cheaper than clearing the counts.
-    if src.len() <= 256 {
-        src.sort_unstable_by_key(|&w| key_of(w));
-        dst.copy_from_slice(src);
+    if dst.len() <= 256 || bits == 0 {
+        for piece in sources {
+            dst[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        }
+        if bits > 0 {
+            dst.sort_unstable_by_key(|&w| key_of(w));
+        }
         return;
     }
     let width = bits.div_ceil(passes);
@@ -183,39 +203,66 @@ fn lsd_sort(src: &mut [u64], dst: &mut [u64], bits: u32, passes: u32, hist: &mut
     let mask = radix - 1;
     hist.clear();
     hist.resize(passes as usize * radix, 0);
-    for &w in src.iter() {
-        let k = key_of(w);
-        for p in 0..passes {
-            let d = ((k >> (p * width)) as usize) & mask;
-            hist[p as usize * radix + d] += 1;
+    for piece in sources {
+        for &w in piece.iter() {
+            let k = key_of(w);
+            for p in 0..passes {
+                let d = ((k >> (p * width)) as usize) & mask;
+                hist[p as usize * radix + d] += 1;
+            }
         }
     }
-    let (mut from, mut to) = (src, dst);
-    let mut in_dst = false;
-    for p in 0..passes {
+    // Passes in which every element has the same digit change nothing.
+    let active: Vec<u32> = (0..passes)
+        .filter(|&p| {
+            let h = &hist[p as usize * radix..(p as usize + 1) * radix];
+            !h.iter().any(|&c| c as usize == dst.len())
+        })
+        .collect();
+    if active.is_empty() {
+        for piece in sources {
+            dst[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        }
+        return;
+    }
+    tmp.clear();
+    tmp.resize(dst.len(), 0);
+    // Alternate between `dst` and `tmp` so that the last pass writes `dst`.
+    let mut into_dst = active.len() % 2 == 1;
+    for (i, &p) in active.iter().enumerate() {
         let h = &mut hist[p as usize * radix..(p as usize + 1) * radix];
-        // A pass in which every element has the same digit changes nothing.
-        if h.iter().any(|&c| c as usize == from.len()) {
-            continue;
+        if i == 0 {
+            let words = sources.iter().flat_map(|piece| piece.iter().copied());
+            let to: &mut [u64] = if into_dst { dst } else { tmp };
+            scatter_pass(words, to, h, p * width, mask);
+        } else if into_dst {
+            scatter_pass(tmp.iter().copied(), dst, h, p * width, mask);
+        } else {
+            scatter_pass(dst.iter().copied(), tmp, h, p * width, mask);
         }
-        let mut running = 0u32;
-        for c in h.iter_mut() {
-            let count = *c;
-            *c = running;
-            running += count;
-        }
-        let shift = p * width;
-        for &w in from.iter() {
-            let d = ((key_of(w) >> shift) as usize) & mask;
-            to[h[d] as usize] = w;
-            h[d] += 1;
-        }
-        std::mem::swap(&mut from, &mut to);
-        in_dst = !in_dst;
+        into_dst = !into_dst;
     }
-    // `from` now holds the sorted data; it must end up in the caller's `dst`.
-    if !in_dst {
-        to.copy_from_slice(from);
+}
+
+/// One counting-sort pass: `h` holds the digit counts on entry.
+fn scatter_pass(
+    words: impl Iterator<Item = u64>,
+    to: &mut [u64],
+    h: &mut [u32],
+    shift: u32,
+    mask: usize,
+) {
+    let mut running = 0u32;
+    for c in h.iter_mut() {
+        let count = *c;
+        *c = running;
+        running += count;
+    }
+    for w in words {
+        let d = ((key_of(w) >> shift) as usize) & mask;
+        to[h[d] as usize] = w;
+        h[d] += 1;
     }
 }
 
@@ -275,7 +322,9 @@ pub(crate) fn sweep(
     // Monomorphise the per-sample filter so the unfiltered sweep pays nothing.
     match subset {
         Subset::All => sweep_with(sorted, |_| true, positives, negatives, pro),
-        Subset::Groups(..) => sweep_with(sorted, |tag| subset.accepts(tag), positives, negatives, pro),
+        Subset::Groups(..) => {
+            sweep_with(sorted, |tag| subset.accepts(tag), positives, negatives, pro)
+        }
     }
 }
 
@@ -480,9 +529,9 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let wide: Vec<u64> = (0..50_000).map(|_| next()).collect();
+        let wide: Vec<u64> = (0..600_000).map(|_| next()).collect();
         check_sort(wide);
-        let unit: Vec<u64> = (0..50_000)
+        let unit: Vec<u64> = (0..300_000)
             .map(|i| pack((next() % 1_000_000) as f32 / 1e6, 0, (i % 3) as u32))
             .collect();
         check_sort(unit);
@@ -492,55 +541,5 @@ mod tests {
         check_sort(ties);
         let constant: Vec<u64> = (0..10_000).map(|i| pack(0.5, 0, i)).collect();
         check_sort(constant);
-    }
-}
-
-#[cfg(test)]
-mod profile_tmp {
-    #[test]
-    #[ignore]
-    fn profile_stages() {
-        let size = 256usize;
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
-        let mut maps = Vec::new();
-        let mut masks = Vec::new();
-        for i in 0..100 {
-            let mut mask = vec![false; size * size];
-            if i % 2 == 1 {
-                let (cx, cy, r) = (40.0 + 150.0 * next(), 40.0 + 150.0 * next(), 35.0f32);
-                for y in 0..size { for x in 0..size {
-                    let (dx, dy) = (x as f32 - cx, y as f32 - cy);
-                    if dx * dx + dy * dy <= r * r { mask[y * size + x] = true; }
-                }}
-            }
-            let map: Vec<f32> = mask.iter().map(|&d| 0.7 * (next() + next() + next()) / 3.0 + if d { 0.25 } else { 0.0 }).collect();
-            maps.push(map);
-            masks.push(mask);
-        }
-        let scores: Vec<f32> = maps.iter().flatten().copied().collect();
-        let labels: Vec<bool> = masks.iter().flatten().copied().collect();
-        let mr: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
-        let kr: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
-        let mut best = [f64::MAX; 3];
-        for _ in 0..8 {
-            let t = std::time::Instant::now();
-            let a = crate::classification_metrics(&scores, &labels).unwrap();
-            let t1 = t.elapsed();
-            let p = crate::aupro(&mr, &kr, size, size, 0.3).unwrap();
-            let t2 = t.elapsed();
-            let mut acc = crate::PixelMetrics::new();
-            for (m, k) in maps.iter().zip(&masks) { acc.update(m, k, size, size).unwrap(); }
-            let r = acc.finish().unwrap();
-            let t3 = t.elapsed();
-            assert!((r.aupro - p).abs() < 1e-9 && (r.auroc - a.auroc).abs() < 1e-12);
-            for (b, v) in best.iter_mut().zip([t1, t2 - t1, t3 - t2]) { *b = b.min(v.as_secs_f64() * 1e3); }
-        }
-        eprintln!("min ms: classification {:.1} aupro {:.1} accumulator {:.1}", best[0], best[1], best[2]);
     }
 }

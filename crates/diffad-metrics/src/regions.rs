@@ -62,7 +62,7 @@ pub(crate) fn check_sizes(
     width: usize,
     height: usize,
 ) -> Result<()> {
-    let expected = width.checked_mul(height).unwrap_or(usize::MAX);
+    let expected = width.saturating_mul(height);
     for (what, got) in [("anomaly map", map_len), ("mask", mask_len)] {
         if got != expected {
             return Err(Error::SizeMismatch {
@@ -151,6 +151,7 @@ pub(crate) fn pack_image(
 /// score key has its top 16 bits `<= cut` (the highest-scoring pixels; see
 /// [`crate::aupro`]), with image-local region numbers. The map must have been
 /// validated (size, finiteness).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_image_prefix(
     map: &[f32],
     mask: &[bool],

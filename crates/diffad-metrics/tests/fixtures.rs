@@ -114,7 +114,11 @@ fn aupro_matches_mvtec_definition() {
             }
             let report = pixels.finish().unwrap();
             let name = &case.name;
-            close(&format!("{name} streamed aupro@{limit}"), report.aupro, expected);
+            close(
+                &format!("{name} streamed aupro@{limit}"),
+                report.aupro,
+                expected,
+            );
             close(&format!("{name} pixel auroc"), report.auroc, case.auroc);
             close(
                 &format!("{name} pixel AP"),
@@ -207,19 +211,30 @@ fn evaluator_report_matches_reference_per_defect_type() {
             .add(defect, map, &flags(mask), case.width, case.height)
             .unwrap();
         let expected = case.image_scores[i];
-        assert!((score - expected).abs() <= 1e-6, "image {i}: {score} vs torch {expected}");
+        assert!(
+            (score - expected).abs() <= 1e-6,
+            "image {i}: {score} vs torch {expected}"
+        );
     }
     let report = eval.finish().unwrap();
     // Image scores agree with torch to ~1 ulp, not bit for bit, so the image
     // metrics are compared loosely only where a near-tie could flip an order.
     close("image auroc", report.image.auroc, case.image.auroc);
-    close("image AP", report.image.average_precision, case.image.average_precision);
+    close(
+        "image AP",
+        report.image.average_precision,
+        case.image.average_precision,
+    );
     close("image f1", report.image.f1_max.f1, case.image.f1);
     if case.image.f1_unique {
         assert!((report.image.f1_max.threshold - case.image.f1_threshold).abs() <= 1e-6);
     }
     close("pixel auroc", report.pixel.auroc, case.pixel.auroc);
-    close("pixel AP", report.pixel.average_precision, case.pixel.average_precision);
+    close(
+        "pixel AP",
+        report.pixel.average_precision,
+        case.pixel.average_precision,
+    );
     close("pixel f1", report.pixel.f1_max.f1, case.pixel.f1);
     close("aupro", report.pixel.aupro, case.pixel.aupro[0]);
     assert_eq!(report.pixel.images, case.maps.len());
@@ -229,20 +244,36 @@ fn evaluator_report_matches_reference_per_defect_type() {
     for (defect, expected) in &case.per_defect {
         let image = &report.image.per_defect[defect];
         let pixel = &report.pixel.per_defect[defect];
-        close(&format!("{defect} image auroc"), image.auroc.unwrap(), expected.image.auroc);
+        close(
+            &format!("{defect} image auroc"),
+            image.auroc.unwrap(),
+            expected.image.auroc,
+        );
         close(
             &format!("{defect} image AP"),
             image.average_precision.unwrap(),
             expected.image.average_precision,
         );
-        close(&format!("{defect} pixel auroc"), pixel.auroc.unwrap(), expected.pixel.auroc);
+        close(
+            &format!("{defect} pixel auroc"),
+            pixel.auroc.unwrap(),
+            expected.pixel.auroc,
+        );
         close(
             &format!("{defect} pixel AP"),
             pixel.average_precision.unwrap(),
             expected.pixel.average_precision,
         );
-        close(&format!("{defect} pixel f1"), pixel.f1_max.unwrap().f1, expected.pixel.f1);
-        close(&format!("{defect} aupro"), pixel.aupro.unwrap(), expected.pixel.aupro[0]);
+        close(
+            &format!("{defect} pixel f1"),
+            pixel.f1_max.unwrap().f1,
+            expected.pixel.f1,
+        );
+        close(
+            &format!("{defect} aupro"),
+            pixel.aupro.unwrap(),
+            expected.pixel.aupro[0],
+        );
     }
     // JSON round trip.
     let json = report.to_json().unwrap();

@@ -75,8 +75,16 @@ fn thresholds(scores: &[f32]) -> Vec<f32> {
 }
 
 fn counts_at(scores: &[f32], labels: &[bool], t: f32) -> (f64, f64) {
-    let tp = scores.iter().zip(labels).filter(|(&s, &l)| l && s >= t).count();
-    let fp = scores.iter().zip(labels).filter(|(&s, &l)| !l && s >= t).count();
+    let tp = scores
+        .iter()
+        .zip(labels)
+        .filter(|(&s, &l)| l && s >= t)
+        .count();
+    let fp = scores
+        .iter()
+        .zip(labels)
+        .filter(|(&s, &l)| !l && s >= t)
+        .count();
     (tp as f64, fp as f64)
 }
 
@@ -139,7 +147,13 @@ fn brute_regions(mask: &[bool], width: usize, height: usize) -> Vec<usize> {
 }
 
 /// AU-PRO straight from the MVTec AD definition.
-fn brute_aupro(maps: &[Vec<f32>], masks: &[Vec<bool>], width: usize, height: usize, limit: f64) -> f64 {
+fn brute_aupro(
+    maps: &[Vec<f32>],
+    masks: &[Vec<bool>],
+    width: usize,
+    height: usize,
+    limit: f64,
+) -> f64 {
     // (image, label) -> list of pixel scores.
     let mut regions: std::collections::BTreeMap<(usize, usize), Vec<f32>> = Default::default();
     let mut normal = Vec::new();

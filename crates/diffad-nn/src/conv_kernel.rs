@@ -22,7 +22,12 @@ use candle_core::{
 use rayon::prelude::*;
 
 /// Most elements of unfolded columns materialised at once (64 Mi values).
+#[cfg(not(test))]
 const COLS_BUDGET: usize = 1 << 26;
+/// The unit tests unfold one sample at a time, so that the chunked path is exercised (the
+/// integration tests use the real budget, one chunk per batch).
+#[cfg(test)]
+const COLS_BUDGET: usize = 1;
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,12 +120,14 @@ fn valid_range(off: usize, p: usize, s: usize, size: usize, out: usize) -> (usiz
     (lo.min(hi), hi)
 }
 
-/// Unfolds `x` `(n, C, H, W)` (contiguous) into `(n, C·kh·kw, Ho·Wo)`.
+/// Unfolds `x` `(n, C, H, W)` (contiguous) into the column matrix `(C·kh·kw, n·Ho·Wo)`
+/// (column `b·L + l` holds output position `l` of sample `b`), so that one gemm
+/// `W · cols` serves the whole chunk of samples.
 fn im2col<T: WithDType>(x: &[T], n: usize, g: &Geometry) -> Vec<T> {
-    let (ckk, l, hw) = (g.ckk(), g.l(), g.h * g.w);
-    let mut cols = vec![T::zero(); n * ckk * l];
-    cols.par_chunks_mut(l).enumerate().for_each(|(row, dst)| {
-        let (b, r) = (row / ckk, row % ckk);
+    let (l, hw) = (g.l(), g.h * g.w);
+    let mut cols = vec![T::zero(); g.ckk() * n * l];
+    cols.par_chunks_mut(l).enumerate().for_each(|(idx, dst)| {
+        let (r, b) = (idx / n, idx % n);
         let (ci, u, v) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
         let plane = &x[(b * g.c + ci) * hw..(b * g.c + ci + 1) * hw];
         let (i0, i1) = g.valid_i(u);
@@ -145,10 +152,10 @@ fn im2col<T: WithDType>(x: &[T], n: usize, g: &Geometry) -> Vec<T> {
     cols
 }
 
-/// Folds columns `(n, C·kh·kw, Ho·Wo)` back into `(n, C, H, W)`, summing overlaps (the
+/// Folds columns `(C·kh·kw, n·Ho·Wo)` back into `(n, C, H, W)`, summing overlaps (the
 /// adjoint of [`im2col`]).
 fn col2im<T: WithDType>(cols: &[T], n: usize, g: &Geometry) -> Vec<T> {
-    let (ckk, l, hw, kk) = (g.ckk(), g.l(), g.h * g.w, g.kh * g.kw);
+    let (l, hw, kk) = (g.l(), g.h * g.w, g.kh * g.kw);
     let mut out = vec![T::zero(); n * g.c * hw];
     out.par_chunks_mut(hw)
         .enumerate()
@@ -161,8 +168,8 @@ fn col2im<T: WithDType>(cols: &[T], n: usize, g: &Geometry) -> Vec<T> {
                     if j0 >= j1 {
                         continue;
                     }
-                    let row = b * ckk + ci * kk + u * g.kw + v;
-                    let src = &cols[row * l..(row + 1) * l];
+                    let row = ci * kk + u * g.kw + v;
+                    let src = &cols[(row * n + b) * l..(row * n + b + 1) * l];
                     for i in i0..i1 {
                         let y = i * g.stride + u * g.dilation - g.padding;
                         let dst = &mut plane[y * g.w..(y + 1) * g.w];
@@ -191,7 +198,7 @@ fn contiguous_slice<'a, T: WithDType>(s: &'a [T], l: &Layout) -> candle_core::Re
     }
 }
 
-/// `im2col` as a custom op without backward: `(n, C, H, W)` to `(n, C·kh·kw, Ho·Wo)`.
+/// `im2col` as a custom op without backward: `(n, C, H, W)` to `(C·kh·kw, n·Ho·Wo)`.
 struct Im2Col(Geometry);
 
 impl CustomOp1 for Im2Col {
@@ -202,7 +209,7 @@ impl CustomOp1 for Im2Col {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let n = l.dims()[0];
         let g = &self.0;
-        let shape = Shape::from((n, g.ckk(), g.l()));
+        let shape = Shape::from((g.ckk(), n * g.l()));
         match s {
             CpuStorage::F32(v) => Ok((
                 CpuStorage::F32(im2col(contiguous_slice(v, l)?, n, g)),
@@ -217,7 +224,7 @@ impl CustomOp1 for Im2Col {
     }
 }
 
-/// `col2im` as a custom op without backward: `(n, C·kh·kw, Ho·Wo)` to `(n, C, H, W)`.
+/// `col2im` as a custom op without backward: `(C·kh·kw, n·Ho·Wo)` to `(n, C, H, W)`.
 struct Col2Im(Geometry);
 
 impl CustomOp1 for Col2Im {
@@ -226,7 +233,7 @@ impl CustomOp1 for Col2Im {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = l.dims()[0];
+        let n = l.dims()[1] / self.0.l().max(1);
         let g = &self.0;
         let shape = Shape::from((n, g.c, g.h, g.w));
         match s {
@@ -257,7 +264,9 @@ impl Im2ColConv2d {
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
             let cols = x.narrow(0, start, n)?.apply_op1_no_bwd(&Im2Col(*g))?;
-            outs.push(wmat.broadcast_matmul(&cols)?);
+            // (C_out, CKK) · (CKK, n·L) -> (C_out, n, L) -> (n, C_out, L).
+            let y = wmat.matmul(&cols)?.reshape((c_out, n, g.l()))?;
+            outs.push(y.transpose(0, 1)?);
         }
         Tensor::cat(&outs, 0)?.reshape((b, c_out, g.ho, g.wo))
     }
@@ -306,27 +315,24 @@ impl CustomOp2 for Im2ColConv2d {
         let (b, c_out) = (x.dim(0)?, weight.dim(0)?);
         let x = x.detach();
         let wmat = weight.detach().reshape((c_out, g.ckk()))?;
-        let wmat_t = wmat.t()?.contiguous()?;
-        let grad = grad.detach().contiguous()?.reshape((b, c_out, g.l()))?;
+        let wmat_t = wmat.t()?;
+        let grad = grad.detach().reshape((b, c_out, g.l()))?;
         let chunk = g.chunk(b);
         let mut grad_w = Tensor::zeros((c_out, g.ckk()), x.dtype(), x.device())?;
         let mut grad_x = Vec::with_capacity(b.div_ceil(chunk));
         for start in (0..b).step_by(chunk) {
             let n = chunk.min(b - start);
             let cols = x.narrow(0, start, n)?.apply_op1_no_bwd(&Im2Col(*g))?;
-            let gy = grad.narrow(0, start, n)?;
-            // dW = Σ_b gy_b · cols_bᵀ, as one (C_out, n·L) x (n·L, CKK) product.
-            let gy_flat = gy
+            // The output gradient as (C_out, n·L), matching the columns' layout.
+            let gy = grad
+                .narrow(0, start, n)?
                 .transpose(0, 1)?
                 .contiguous()?
                 .reshape((c_out, n * g.l()))?;
-            let cols_flat = cols
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((n * g.l(), g.ckk()))?;
-            grad_w = (grad_w + gy_flat.matmul(&cols_flat)?)?;
-            // dx = col2im(Wᵀ · gy_b).
-            let dcols = wmat_t.broadcast_matmul(&gy)?;
+            // dW = gy · colsᵀ (the transpose is a strided view that gemm reads directly).
+            grad_w = (grad_w + gy.matmul(&cols.t()?)?)?;
+            // dx = col2im(Wᵀ · gy).
+            let dcols = wmat_t.matmul(&gy)?;
             grad_x.push(dcols.apply_op1_no_bwd(&Col2Im(*g))?);
         }
         let grad_x = Tensor::cat(&grad_x, 0)?;

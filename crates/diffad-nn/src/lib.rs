@@ -43,6 +43,7 @@ mod conv_kernel;
 pub mod dropout;
 pub mod embeddings;
 pub mod error;
+mod group_norm_kernel;
 pub mod init;
 pub mod linear;
 pub mod mid_block;

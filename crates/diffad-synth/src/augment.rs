@@ -191,17 +191,25 @@ fn multiply_and_add_to_brightness<R: RngCore + ?Sized>(px: &mut [u8], rng: &mut 
                 }
             }
         }
-        // HLS with H and S fixed: RGB = m + C * shape(H), with the chroma
-        // C = (1 - |2L - 1|) S and m = L - C / 2.
+        // HLS with H and S fixed: RGB = m + C * shape(H), where the chroma
+        // C = (1 - |2L - 1|) S scales with (1 - |2L - 1|) and m = L - C / 2.
         2 => {
             for p in px.chunks_exact_mut(3) {
                 let [r, g, b] = [p[0], p[1], p[2]].map(|v| f32::from(v) / 255.0);
-                let (h, l, s) = color::rgb_to_hls(r, g, b);
+                let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+                let (c, l) = (max - min, 0.5 * (max + min));
                 let l2 = table[q8(l * 255.0) as usize] / 255.0;
-                let (r, g, b) = color::hls_to_rgb(h, l2, s);
-                p[0] = q8(r * 255.0) as u8;
-                p[1] = q8(g * 255.0) as u8;
-                p[2] = q8(b * 255.0) as u8;
+                let denom = 1.0 - (2.0 * l - 1.0).abs();
+                if c <= 0.0 || denom <= 0.0 {
+                    p.fill(q8(l2 * 255.0) as u8);
+                    continue;
+                }
+                let c2 = c * (1.0 - (2.0 * l2 - 1.0).abs()) / denom;
+                let m2 = l2 - 0.5 * c2;
+                let k = c2 / c;
+                for (dst, v) in p.iter_mut().zip([r, g, b]) {
+                    *dst = q8((m2 + k * (v - min)) * 255.0) as u8;
+                }
             }
         }
         // CIE Lab with a and b fixed (L scaled to 0..255 as OpenCV's 8-bit Lab).
@@ -521,6 +529,31 @@ mod tests {
                 .max()
                 .unwrap();
             assert!(worst == 0, "sharpness {key}: max difference {worst}");
+        }
+    }
+
+    /// The shortcut formulas for HSV and HLS equal a full conversion round trip.
+    #[test]
+    fn brightness_shortcuts_match_full_conversions() {
+        for &(r, g, b) in &[(200u8, 30u8, 90u8), (10, 10, 10), (255, 255, 0), (0, 128, 255)] {
+            let [rf, gf, bf] = [r, g, b].map(|v| f32::from(v) / 255.0);
+            for l2 in [0.1f32, 0.5, 0.8] {
+                let (h, _, s) = color::rgb_to_hls(rf, gf, bf);
+                let full = color::hls_to_rgb(h, l2, s);
+                let (max, min) = (rf.max(gf).max(bf), rf.min(gf).min(bf));
+                let (c, l) = (max - min, 0.5 * (max + min));
+                if c == 0.0 {
+                    continue; // grey: handled by the `c <= 0` branch
+                }
+                let c2 = c * (1.0 - (2.0 * l2 - 1.0).abs()) / (1.0 - (2.0 * l - 1.0).abs());
+                let m2 = l2 - 0.5 * c2;
+                let short = [rf, gf, bf].map(|v| m2 + c2 / c * (v - min));
+                assert!((full.0 - short[0]).abs() + (full.1 - short[1]).abs() + (full.2 - short[2]).abs() < 1e-4);
+                let (h, s, v) = color::rgb_to_hsv(rf, gf, bf);
+                let full = color::hsv_to_rgb(h, s, l2);
+                let short = [rf, gf, bf].map(|x| x * l2 / v);
+                assert!((full.0 - short[0]).abs() + (full.1 - short[1]).abs() + (full.2 - short[2]).abs() < 1e-4);
+            }
         }
     }
 }

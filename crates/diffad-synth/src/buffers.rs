@@ -424,6 +424,78 @@ pub(crate) fn rotate_with<const C: usize, S: Copy + Into<f32>>(
     }
 }
 
+/// `[rotate(src) > thr]` as 0/1 values into `out` (length `h * w`), equal to
+/// thresholding [`rotate_bilinear`]'s output, but faster: a pixel whose four
+/// taps are all above (or all at most) `thr` is decided without
+/// interpolating, since bilinear weights are convex. Pixels sampling outside
+/// the source get `[0 > thr]`, as the rotated image is 0 there.
+pub(crate) fn rotate_threshold(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    degrees: f32,
+    thr: f32,
+    out: &mut [f32],
+) {
+    let outside = if 0.0 > thr { 1.0 } else { 0.0 };
+    out.fill(outside);
+    let (pw, ph) = (w + 2, h + 2);
+    let mut padded = vec![0.0f32; pw * ph];
+    for (y, row) in src.chunks_exact(w).enumerate() {
+        padded[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].copy_from_slice(row);
+    }
+    // Class of the 2x2 block whose top-left tap is (bx, by):
+    // 0 = all taps <= thr, 1 = all > thr, 2 = mixed.
+    let above: Vec<u8> = padded.iter().map(|&v| u8::from(v > thr)).collect();
+    let mut class = vec![0u8; pw * ph];
+    for by in 0..ph - 1 {
+        for bx in 0..pw - 1 {
+            let i = by * pw + bx;
+            let n = above[i] + above[i + 1] + above[i + pw] + above[i + pw + 1];
+            class[i] = match n {
+                0 => 0,
+                4 => 1,
+                _ => 2,
+            };
+        }
+    }
+    let a = f64::from(degrees).to_radians();
+    let (sin, cos) = (a.sin(), a.cos());
+    let cx = (w as f64 - 1.0) * 0.5;
+    let cy = (h as f64 - 1.0) * 0.5;
+    let (max_x, max_y) = (w as f32 + 1.0, h as f32 + 1.0);
+    let (cosf, sinf) = (cos as f32, sin as f32);
+    for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
+        let dy = y as f64 - cy;
+        let x_row = (cx + 1.0 - cos * cx + sin * dy) as f32;
+        let y_row = (cy + 1.0 + sin * cx + cos * dy) as f32;
+        let (lo_x, hi_x) = inside_range(x_row, cosf, max_x, w);
+        let (lo_y, hi_y) = inside_range(y_row, -sinf, max_y, w);
+        let (lo, hi) = (lo_x.max(lo_y), hi_x.min(hi_y));
+        for x in lo..hi.max(lo) {
+            let xs = x_row + cosf * x as f32;
+            let ys = y_row + -sinf * x as f32;
+            let x0 = (xs as usize).min(w);
+            let y0 = (ys as usize).min(h);
+            let i00 = y0 * pw + x0;
+            out_row[x] = match class[i00] {
+                0 => 0.0,
+                1 => 1.0,
+                _ => {
+                    let (fx, fy) = (xs - x0 as f32, ys - y0 as f32);
+                    let t = padded[i00] + fx * (padded[i00 + 1] - padded[i00]);
+                    let b = padded[i00 + pw] + fx * (padded[i00 + pw + 1] - padded[i00 + pw]);
+                    if t + fy * (b - t) > thr {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+            };
+        }
+    }
+}
+
 /// The integers `x` in `[0, n)` with `0 < a + b x < max` (evaluated in `f32`
 /// exactly as the rotation loop does), a contiguous range `lo..hi`.
 fn inside_range(a: f32, b: f32, max: f32, n: usize) -> (usize, usize) {
@@ -541,6 +613,27 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn fused_threshold_matches_rotate_then_threshold() {
+        let (h, w) = (23, 29);
+        let src: Vec<f32> = (0..h * w)
+            .map(|i| ((i as f32 * 0.37).sin() + (i as f32 * 0.011).cos()) * 0.8)
+            .collect();
+        for &deg in &[0.0f32, 12.0, -45.0, 77.0, 90.0] {
+            for &thr in &[0.5f32, 0.0, -0.3] {
+                let mut rotated = vec![0.0; h * w];
+                rotate_bilinear::<1>(&src, h, w, deg, &mut rotated);
+                let mut fused = vec![0.0; h * w];
+                rotate_threshold(&src, h, w, deg, thr, &mut fused);
+                for (i, (r, f)) in rotated.iter().zip(&fused).enumerate() {
+                    // Pixels outside the source: the rotated image is 0 there.
+                    let expected = if *r > thr { 1.0 } else { 0.0 };
+                    assert_eq!(*f, expected, "pixel {i} at {deg} deg, thr {thr}: value {r}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use rand::{Rng, RngCore};
 
-use crate::buffers::{rotate_with, ImageF32, Mask, Plane};
+use crate::buffers::{rotate_threshold, ImageF32, Mask, Plane};
 use crate::error::{check_size, Error, Result};
 use crate::perlin::rand_perlin_2d;
 
@@ -114,9 +114,7 @@ pub fn anomaly_mask<R: RngCore + ?Sized>(
         }
     } else {
         // Rotation and threshold fused: no intermediate rotated plane.
-        rotate_with::<1, f32>(noise.as_slice(), height, width, angle, |i, [v]| {
-            data[i] = if v > thr { 1.0 } else { 0.0 };
-        });
+        rotate_threshold(noise.as_slice(), height, width, angle, thr, &mut data);
     }
     let mask = Plane::from_vec(height, width, data)?;
     Ok(mask)

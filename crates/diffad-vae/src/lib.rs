@@ -17,7 +17,9 @@
 //!   PatchGAN hinge loss from a given step ([`discriminator`]), a pluggable perceptual
 //!   term ([`loss::PerceptualLoss`]; LPIPS's VGG weights cannot be shipped), our own
 //!   [`optim::AdamW`] (its moments are saved in checkpoints), gradient clipping, warm-up,
-//!   atomic checkpoints and exact resume.
+//!   atomic checkpoints and exact resume;
+//! * [`synthetic::synthetic_images`]: seeded toy images (gradients, stripes, discs) for
+//!   examples and tests.
 //!
 //! Numerical equivalence with diffusers 0.42 (posterior mean, log-variance and decoded
 //! image to 1e-4) is tested against committed fixtures (`scripts/make_fixtures.py`).
