@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use diffad_diffusion::noise::{gaussian_per_sample, sample_rng};
 use diffad_diffusion::{reconstruct, Ddim, ReconstructOptions, Scheduler, UNet, UNetConfig};
 
@@ -42,12 +44,22 @@ fn inference_unet(config: &UNetConfig) -> UNet {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
         .collect();
-    UNet::new(config.clone(), VarBuilder::from_tensors(tensors, DType::F32, &dev)).expect("UNet builds")
+    UNet::new(
+        config.clone(),
+        VarBuilder::from_tensors(tensors, DType::F32, &dev),
+    )
+    .expect("UNet builds")
 }
 
 fn latents(batch: usize, channels: usize, seed: u64) -> Tensor {
     let mut rngs: Vec<_> = (0..batch as u64).map(|i| sample_rng(seed, 0, i)).collect();
-    gaussian_per_sample(&mut rngs, &[channels, LATENT, LATENT], DType::F32, &Device::Cpu).expect("noise")
+    gaussian_per_sample(
+        &mut rngs,
+        &[channels, LATENT, LATENT],
+        DType::F32,
+        &Device::Cpu,
+    )
+    .expect("noise")
 }
 
 fn bench_config(c: &mut Criterion, name: &str, config: UNetConfig, full_chains: bool) {
@@ -63,9 +75,11 @@ fn bench_config(c: &mut Criterion, name: &str, config: UNetConfig, full_chains: 
         let x = latents(batch, config.in_channels, 1);
         let t = Tensor::from_vec(vec![500u32; batch], batch, &Device::Cpu).expect("t");
         forward.throughput(Throughput::Elements(batch as u64));
-        forward.bench_with_input(BenchmarkId::from_parameter(format!("batch{batch}")), &x, |b, x| {
-            b.iter(|| black_box(unet.forward(x, &t, false).expect("forward")))
-        });
+        forward.bench_with_input(
+            BenchmarkId::from_parameter(format!("batch{batch}")),
+            &x,
+            |b, x| b.iter(|| black_box(unet.forward(x, &t, false).expect("forward"))),
+        );
     }
     forward.finish();
 
@@ -88,10 +102,15 @@ fn bench_config(c: &mut Criterion, name: &str, config: UNetConfig, full_chains: 
         for steps in [10usize, 50] {
             for batch in [1usize, 8] {
                 let cond = latents(batch, config.in_channels - config.out_channels, 4);
-                let opts = ReconstructOptions { steps, ..Default::default() };
+                let opts = ReconstructOptions {
+                    steps,
+                    ..Default::default()
+                };
                 chains.throughput(Throughput::Elements(batch as u64));
                 chains.bench_function(format!("ddim{steps}/batch{batch}"), |b| {
-                    b.iter(|| black_box(reconstruct(&unet, &sched, &cond, &opts).expect("reconstruct")))
+                    b.iter(|| {
+                        black_box(reconstruct(&unet, &sched, &cond, &opts).expect("reconstruct"))
+                    })
                 });
             }
         }

@@ -50,14 +50,25 @@ fn normal_latent(rng: &mut ChaCha8Rng) -> Vec<f32> {
 /// Pastes a foreign square (checkerboard or constant) into `latent`; returns the mask.
 fn paste_anomaly(latent: &mut [f32], rng: &mut ChaCha8Rng) -> Vec<f32> {
     let side = rng.random_range(4..8usize);
-    let (i0, j0) = (rng.random_range(0..SIZE - side), rng.random_range(0..SIZE - side));
+    let (i0, j0) = (
+        rng.random_range(0..SIZE - side),
+        rng.random_range(0..SIZE - side),
+    );
     let checker = rng.random_bool(0.5);
     let level = rng.random_range(-1.0f32..1.0);
     let mut mask = vec![0.0; SIZE * SIZE];
     for c in 0..CHANNELS {
         for i in i0..i0 + side {
             for j in j0..j0 + side {
-                let value = if checker { if (i + j) % 2 == 0 { 1.0 } else { -1.0 } } else { level };
+                let value = if checker {
+                    if (i + j) % 2 == 0 {
+                        1.0
+                    } else {
+                        -1.0
+                    }
+                } else {
+                    level
+                };
                 latent[c * SIZE * SIZE + i * SIZE + j] = value;
                 mask[i * SIZE + j] = 1.0;
             }
@@ -80,7 +91,10 @@ fn batch(rng: &mut ChaCha8Rng, n: usize, device: &Device) -> candle_core::Result
         cs.extend(c);
     }
     let shape = (n, CHANNELS, SIZE, SIZE);
-    Ok((Tensor::from_vec(zs, shape, device)?, Tensor::from_vec(cs, shape, device)?))
+    Ok((
+        Tensor::from_vec(zs, shape, device)?,
+        Tensor::from_vec(cs, shape, device)?,
+    ))
 }
 
 /// Maps channels 0..3 of a latent in [-1, 1] to an RGB tile, upscaled `scale` times.
@@ -88,7 +102,9 @@ fn tile(latent: &[f32], scale: usize) -> image::RgbImage {
     let side = SIZE * scale;
     image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
         let (i, j) = (y as usize / scale, x as usize / scale);
-        let px = |c: usize| ((latent[c * SIZE * SIZE + i * SIZE + j] * 0.5 + 0.5).clamp(0.0, 1.0) * 255.0) as u8;
+        let px = |c: usize| {
+            ((latent[c * SIZE * SIZE + i * SIZE + j] * 0.5 + 0.5).clamp(0.0, 1.0) * 255.0) as u8
+        };
         image::Rgb([px(0), px(1), px(2)])
     })
 }
@@ -107,16 +123,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::Cpu;
     let train = LdmTrainConfig {
         mode: ConditionMode::Noisy,
-        optimizer: AdamWConfig { lr: 1e-3, weight_decay: 0.0, ..AdamWConfig::default() },
+        optimizer: AdamWConfig {
+            lr: 1e-3,
+            weight_decay: 0.0,
+            ..AdamWConfig::default()
+        },
         ema_decay: Some(0.995),
         seed: 1,
         ..LdmTrainConfig::default()
     };
-    let unet_config = UNetConfig { attention: vec![false, true], ..UNetConfig::tiny() };
+    let unet_config = UNetConfig {
+        attention: vec![false, true],
+        ..UNetConfig::tiny()
+    };
     let mut trainer = LdmTrainer::new(unet_config, train, &device)?;
     let mut data_rng = ChaCha8Rng::seed_from_u64(2);
     let batches = std::iter::repeat_with(|| batch(&mut data_rng, 8, &device));
-    let summary = trainer.train_on_latents(batches, &TrainLoopOptions { max_steps: Some(steps), ..Default::default() })?;
+    let summary = trainer.train_on_latents(
+        batches,
+        &TrainLoopOptions {
+            max_steps: Some(steps),
+            ..Default::default()
+        },
+    )?;
     println!(
         "trained {} steps: mean loss {:.4}, last loss {:.4}, {:.2} steps/s",
         summary.steps, summary.mean_loss, summary.last_loss, summary.steps_per_second
@@ -133,7 +162,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let x_a = Tensor::from_vec(inputs.clone(), (n, CHANNELS, SIZE, SIZE), &device)?;
     let unet = trainer.ema_unet()?;
-    let opts = ReconstructOptions { steps: 10, seed: 5, ..Default::default() };
+    let opts = ReconstructOptions {
+        steps: 10,
+        seed: 5,
+        ..Default::default()
+    };
     let x_r = reconstruct(&unet, &Ddim::diffad()?, &x_a, &opts)?;
     let recon: Vec<f32> = x_r.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
 
@@ -143,7 +176,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for k in 0..n {
         for c in 0..CHANNELS {
             for p in 0..SIZE * SIZE {
-                let e = (inputs[k * plane + c * SIZE * SIZE + p] - recon[k * plane + c * SIZE * SIZE + p]).abs();
+                let e = (inputs[k * plane + c * SIZE * SIZE + p]
+                    - recon[k * plane + c * SIZE * SIZE + p])
+                    .abs();
                 if masks[k][p] > 0.0 {
                     inside += e;
                     n_in += 1;
@@ -168,7 +203,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let r = &recon[k * plane..(k + 1) * plane];
         let diff: Vec<f32> = a.iter().zip(r).map(|(x, y)| (x - y).abs() - 1.0).collect();
         for (row, lat) in [a, r, diff.as_slice()].into_iter().enumerate() {
-            image::imageops::replace(&mut strip, &tile(lat, scale), (k as u32 * side) as i64, (row as u32 * side) as i64);
+            image::imageops::replace(
+                &mut strip,
+                &tile(lat, scale),
+                (k as u32 * side) as i64,
+                (row as u32 * side) as i64,
+            );
         }
     }
     if let Some(dir) = out.parent() {

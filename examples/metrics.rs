@@ -12,9 +12,9 @@
 //! e.g. `MAPS/<defect>/<stem>.png`, the sub-folder naming the defect type) is
 //! an anomaly map, read as grey levels scaled to `[0, 1]`. Its mask is the
 //! PNG with the same relative path and stem under `MASKS`, optionally with
-//! MVTec AD's `_mask` suffix (`MASKS/<defect>/<stem>_mask.png`); grey level
-//! >= 128 is defective. A map without a mask is a normal image (MVTec AD has
-//! no masks for `good`).
+//! MVTec AD's `_mask` suffix (`MASKS/<defect>/<stem>_mask.png`); a grey
+//! level of 128 or more is defective. A map without a mask is a normal image
+//! (MVTec AD has no masks for `good`).
 
 use std::collections::BTreeMap;
 use std::error::Error;

@@ -23,9 +23,9 @@ fn main() -> diffad::Result<()> {
 
     // 2. The tiny CPU preset (64x64 images), with fewer epochs.
     let mut config = Config::tiny();
-    config.vae.epochs = 10;
-    config.ldm.epochs = 20;
-    config.segmenter.epochs = 10;
+    config.vae.epochs = 4;
+    config.ldm.epochs = 8;
+    config.segmenter.epochs = 2;
     let size = config.data.image_size;
 
     // 3. Train VAE -> conditional LDM -> segmenter into a run directory
@@ -41,7 +41,10 @@ fn main() -> diffad::Result<()> {
     for sample in class.test.iter().filter(|s| s.is_anomalous()).take(1) {
         let (map, score) = model.predict(&load_image(&sample.image, size)?)?;
         let peak = map.max();
-        println!("{}: score {score:.3}, max pixel {peak:.3}", sample.image.display());
+        println!(
+            "{}: score {score:.3}, max pixel {peak:.3}",
+            sample.image.display()
+        );
     }
 
     // 5. Evaluate on the whole test split (metrics.json, scores.csv, TIFF maps, overlays).

@@ -16,6 +16,14 @@
 //!
 //! Writes `<out>/map_<i>.png` (input | ground truth | predicted map) for the
 //! held-out samples and prints pixel AUROC and image AUROC on them.
+//!
+//! Expect a long run before the maps localise anything: DRAEM-style
+//! anomalies cover a few percent of the image and DRAEM trains its segmenter
+//! for 700 epochs. In our short runs (30-60 epochs of 16-32 images at width
+//! 8) the focal loss fell from about 0.16 to 0.04 (the "everything is
+//! normal" level) while held-out pixel AUROC stayed near 0.55. The crate's
+//! test `tiny_segmenter_learns_synthetic_anomalies` shows the same trainer
+//! learning clearly visible anomalies in 60 steps.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -169,6 +177,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let device = Device::Cpu;
     let input = SegInput::Interpolated { lambda: 0.5 };
+    // DRAEM's synthesis, with anomalies on 3 of 4 samples.
     let config = SynthConfig {
         anomaly_probability: 0.75,
         ..SynthConfig::default()

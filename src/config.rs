@@ -288,7 +288,7 @@ impl Config {
         c.vae.norm_groups = 8;
         c.vae.learning_rate = 2e-3;
         c.vae.batch_size = 8;
-        c.vae.epochs = 30;
+        c.vae.epochs = 10;
         c.ldm.model_channels = 32;
         c.ldm.channel_mult = vec![1, 2];
         c.ldm.layers_per_block = 1;
@@ -297,12 +297,12 @@ impl Config {
         c.ldm.norm_groups = 8;
         c.ldm.learning_rate = 1e-3;
         c.ldm.batch_size = 8;
-        c.ldm.epochs = 60;
+        c.ldm.epochs = 25;
         c.ldm.ema_decay = 0.0;
         c.segmenter.base_channels = 8;
         c.segmenter.learning_rate = 1e-3;
         c.segmenter.batch_size = 8;
-        c.segmenter.epochs = 30;
+        c.segmenter.epochs = 8;
         c.segmenter.reconstruction_ddim_steps = 5;
         c.inference.ddim_steps = 5;
         c.inference.score_kernel = 7;
@@ -482,7 +482,10 @@ impl Config {
         }
         positive("ldm.learning_rate", l.learning_rate)?;
         if !(0.0..1.0).contains(&l.ema_decay) {
-            return fail(format!("ldm.ema_decay = {} must lie in [0, 1)", l.ema_decay));
+            return fail(format!(
+                "ldm.ema_decay = {} must lie in [0, 1)",
+                l.ema_decay
+            ));
         }
         let g = &self.segmenter;
         probability("segmenter.lambda", g.lambda)?;
@@ -494,7 +497,10 @@ impl Config {
             probability("segmenter.lr_milestones", m)?;
         }
         if !(g.focal_gamma.is_finite() && g.focal_gamma >= 0.0) {
-            return fail(format!("segmenter.focal_gamma = {} must be >= 0", g.focal_gamma));
+            return fail(format!(
+                "segmenter.focal_gamma = {} must be >= 0",
+                g.focal_gamma
+            ));
         }
         let steps = |name: &str, n: usize| -> Result<()> {
             if n == 0 || n > l.timesteps {
@@ -606,7 +612,10 @@ mod tests {
         let mut c = Config::tiny();
         c.synthesis.beta_max = 1.5;
         let err = c.validate(Path::new("my.toml")).unwrap_err().to_string();
-        assert!(err.contains("my.toml") && err.contains("synthesis.beta_max"), "{err}");
+        assert!(
+            err.contains("my.toml") && err.contains("synthesis.beta_max"),
+            "{err}"
+        );
 
         let mut c = Config::tiny();
         c.data.image_size = 48;

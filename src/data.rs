@@ -254,7 +254,11 @@ impl Mask {
     /// As an 8-bit 0/255 image (the MVTec AD mask format).
     pub fn to_luma8(&self) -> image::GrayImage {
         image::GrayImage::from_fn(self.width as u32, self.height as u32, |x, y| {
-            image::Luma([if self.get(y as usize, x as usize) { 255 } else { 0 }])
+            image::Luma([if self.get(y as usize, x as usize) {
+                255
+            } else {
+                0
+            }])
         })
     }
 }
@@ -625,13 +629,22 @@ mod tests {
     /// A two-defect MVTec class with 12x12 images.
     fn make_class(root: &Path) {
         for i in 0..3 {
-            write_rgb(&root.join(format!("train/good/{i:03}.png")), 12, 12, 10 * i as u8);
+            write_rgb(
+                &root.join(format!("train/good/{i:03}.png")),
+                12,
+                12,
+                10 * i as u8,
+            );
         }
         write_rgb(&root.join("test/good/000.png"), 12, 12, 50);
         for defect in ["crack", "hole"] {
             for i in 0..2 {
                 write_rgb(&root.join(format!("test/{defect}/{i:03}.png")), 12, 12, 90);
-                write_mask(&root.join(format!("ground_truth/{defect}/{i:03}_mask.png")), 12, 12);
+                write_mask(
+                    &root.join(format!("ground_truth/{defect}/{i:03}_mask.png")),
+                    12,
+                    12,
+                );
             }
         }
     }
@@ -693,7 +706,9 @@ mod tests {
         make_class(dir.path());
         write_mask(&dir.path().join("ground_truth/crack/007_mask.png"), 12, 12);
         let err = MvtecClass::open(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::OrphanMask { ref mask, .. } if mask.ends_with("007_mask.png")));
+        assert!(
+            matches!(err, Error::OrphanMask { ref mask, .. } if mask.ends_with("007_mask.png"))
+        );
         fs::remove_file(dir.path().join("ground_truth/crack/007_mask.png")).unwrap();
 
         write_mask(&dir.path().join("ground_truth/crack/001_mask.png"), 10, 12);
@@ -701,7 +716,11 @@ mod tests {
         let err = class.test[1].load(8).unwrap_err();
         assert!(matches!(
             err,
-            Error::MaskSizeMismatch { mask_width: 10, image_width: 12, .. }
+            Error::MaskSizeMismatch {
+                mask_width: 10,
+                image_width: 12,
+                ..
+            }
         ));
         assert!(err.to_string().contains("001_mask.png"));
     }
@@ -716,7 +735,10 @@ mod tests {
         ));
         let other = tempfile::tempdir().unwrap();
         fs::create_dir_all(other.path().join("something")).unwrap();
-        assert!(matches!(MvtecClass::open(other.path()), Err(Error::Layout { .. })));
+        assert!(matches!(
+            MvtecClass::open(other.path()),
+            Err(Error::Layout { .. })
+        ));
         assert!(matches!(
             training_images(&other.path().join("nope")),
             Err(Error::Layout { .. })
@@ -747,7 +769,10 @@ mod tests {
         let listed = training_images(plain.path()).unwrap();
         assert_eq!(listed.len(), 2);
         assert!(listed[0].ends_with("a.png"));
-        assert_eq!(training_images(&root.path().join("bottle")).unwrap().len(), 3);
+        assert_eq!(
+            training_images(&root.path().join("bottle")).unwrap().len(),
+            3
+        );
         let imgs = load_images(&listed, 5).unwrap();
         assert_eq!(imgs[1].width(), 5);
     }

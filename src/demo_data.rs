@@ -150,7 +150,7 @@ pub fn defective_image(
     let mut img = good_image(size, seed, split, index)?;
     // A separate stream for the defect so its draw does not depend on how
     // many numbers the texture consumed.
-    let mut rng = item_rng(seed ^ 0x5eed_defe_c7, split, index);
+    let mut rng = item_rng(seed ^ 0x005e_edde_fec7, split, index);
     let mask = defect.apply(&mut img, &mut rng)?;
     Ok((img, mask))
 }
@@ -187,14 +187,29 @@ pub fn write_demo_dataset(out: &Path, options: &DemoDataOptions) -> Result<PathB
 }
 
 enum Job {
-    Good { dir: &'static str, split: u64, index: usize },
-    Defective { defect: Defect, index: usize },
+    Good {
+        dir: &'static str,
+        split: u64,
+        index: usize,
+    },
+    Defective {
+        defect: Defect,
+        index: usize,
+    },
 }
 
 fn write_class(dir: &Path, o: &DemoDataOptions) -> Result<()> {
     let mut jobs = Vec::new();
-    jobs.extend((0..o.train).map(|index| Job::Good { dir: "train/good", split: 0, index }));
-    jobs.extend((0..o.test_good).map(|index| Job::Good { dir: "test/good", split: 1, index }));
+    jobs.extend((0..o.train).map(|index| Job::Good {
+        dir: "train/good",
+        split: 0,
+        index,
+    }));
+    jobs.extend((0..o.test_good).map(|index| Job::Good {
+        dir: "test/good",
+        split: 1,
+        index,
+    }));
     for defect in DEMO_DEFECTS {
         jobs.extend((0..o.per_defect).map(|index| Job::Defective { defect, index }));
     }
@@ -208,15 +223,24 @@ fn write_class(dir: &Path, o: &DemoDataOptions) -> Result<()> {
         }
     }
     jobs.par_iter().try_for_each(|job| match *job {
-        Job::Good { dir: sub, split, index } => {
+        Job::Good {
+            dir: sub,
+            split,
+            index,
+        } => {
             let img = good_image(o.size, o.seed, split, index as u64)?;
-            save_png(&dir.join(sub).join(format!("{index:03}.png")), &img.to_rgb8().into())
+            save_png(
+                &dir.join(sub).join(format!("{index:03}.png")),
+                &img.to_rgb8().into(),
+            )
         }
         Job::Defective { defect, index } => {
             let (img, mask) = defective_image(o.size, o.seed, defect, index as u64)?;
             let stem = format!("{index:03}");
             save_png(
-                &dir.join("test").join(defect.name()).join(format!("{stem}.png")),
+                &dir.join("test")
+                    .join(defect.name())
+                    .join(format!("{stem}.png")),
                 &img.to_rgb8().into(),
             )?;
             save_png(
@@ -327,7 +351,8 @@ fn stain(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) {
     for y in 0..h {
         for x in 0..w {
             let (dy, dx) = (y as f32 + 0.5 - cy, x as f32 + 0.5 - cx);
-            let d = (dy * dy + dx * dx).sqrt() / (radius * irregular_radius(&harmonics, dy.atan2(dx)));
+            let d =
+                (dy * dy + dx * dx).sqrt() / (radius * irregular_radius(&harmonics, dy.atan2(dx)));
             // Soft border: full strength inside 0.7, fading to 0 at 1.
             let alpha = strength * (1.0 - ((d - 0.7) / 0.3).clamp(0.0, 1.0));
             if alpha > 0.2 {
@@ -384,8 +409,11 @@ fn hole(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) {
 fn foreign_patch(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) -> Result<()> {
     let (h, w) = (img.height(), img.width());
     let size = h.min(w) as f32;
-    let kind = [PatternKind::Checks, PatternKind::Cellular, PatternKind::FractalNoise]
-        [rng.random_range(0..3)];
+    let kind = [
+        PatternKind::Checks,
+        PatternKind::Cellular,
+        PatternKind::FractalNoise,
+    ][rng.random_range(0..3)];
     let patch = RgbImage::from_rgb8(&procedural_texture(kind, h, w, rng.random())?);
     let (cy, cx) = (
         rng.random_range(0.3..0.7) * h as f32,
@@ -437,7 +465,11 @@ mod tests {
             assert_eq!(img.width(), 32);
             if sample.is_anomalous() {
                 let frac = mask.count() as f64 / (32.0 * 32.0);
-                assert!(frac > 0.003 && frac < 0.5, "{}: {frac}", sample.image.display());
+                assert!(
+                    frac > 0.003 && frac < 0.5,
+                    "{}: {frac}",
+                    sample.image.display()
+                );
             } else {
                 assert_eq!(mask.count(), 0);
             }

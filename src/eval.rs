@@ -100,7 +100,8 @@ pub fn evaluate(
     let config = model.config();
     let size = config.data.image_size;
     let batch = config.inference.batch_size;
-    let mut evaluator = diffad_metrics::Evaluator::with_options(config.inference.score_kernel, 0.3)?;
+    let mut evaluator =
+        diffad_metrics::Evaluator::with_options(config.inference.score_kernel, 0.3)?;
     let maps_dir = out.join("anomaly_maps");
     let overlays_dir = out.join("overlays");
     let bar = if options.progress {

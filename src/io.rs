@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 
 /// The temporary sibling `<path>.tmp` used while writing `path`.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }

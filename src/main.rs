@@ -185,7 +185,9 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Predict { run, out, images } => {
             let device = parse_device(&cli.device)?;
             let run = RunDir::open(run)?;
-            let out = out.clone().unwrap_or_else(|| run.root().join("predictions"));
+            let out = out
+                .clone()
+                .unwrap_or_else(|| run.root().join("predictions"));
             predict(&run, images, &out, &device)
         }
         Command::DemoData { out, size, seed } => {

@@ -55,8 +55,8 @@ use diffad_seg::{
     SegTrainer,
 };
 use diffad_synth::{
-    AnomalySynthesizer, FolderOptions, FolderTextures, ImageF32, ProceduralTextures,
-    SynthConfig, SyntheticBatch, TextureSource,
+    AnomalySynthesizer, FolderOptions, FolderTextures, ImageF32, ProceduralTextures, SynthConfig,
+    SyntheticBatch, TextureSource,
 };
 use diffad_vae::{AutoencoderKl, AutoencoderKlConfig, LatentCodec, VaeTrainConfig, VaeTrainer};
 use rand::seq::SliceRandom;
@@ -104,10 +104,10 @@ impl fmt::Display for Stage {
 }
 
 // Salts that give each stage its own random streams from the one seed.
-const VAE_SALT: u64 = 0x7661_65;
-const LDM_SALT: u64 = 0x6c64_6d;
+const VAE_SALT: u64 = 0x0076_6165;
+const LDM_SALT: u64 = 0x006c_646d;
 const SYNTH_SALT: u64 = 0x7379_6e74;
-const SEG_SALT: u64 = 0x7365_67;
+const SEG_SALT: u64 = 0x0073_6567;
 const SHUFFLE_SALT: u64 = 0x7368_7566;
 const RECON_SALT: u64 = 0x7265_636f;
 
@@ -263,7 +263,11 @@ impl Config {
         let config = UNetConfig {
             in_channels: 2 * latent,
             out_channels: latent,
-            block_out_channels: l.channel_mult.iter().map(|m| m * l.model_channels).collect(),
+            block_out_channels: l
+                .channel_mult
+                .iter()
+                .map(|m| m * l.model_channels)
+                .collect(),
             attention: l.attention_levels.clone(),
             layers_per_block: l.layers_per_block,
             attention_head_dim: l.head_channels,
@@ -290,7 +294,10 @@ impl Config {
 
     /// The segmenter architecture.
     pub fn segmenter_architecture(&self) -> diffad_seg::UNetConfig {
-        diffad_seg::UNetConfig::new(self.seg_input().in_channels(3), self.segmenter.base_channels)
+        diffad_seg::UNetConfig::new(
+            self.seg_input().in_channels(3),
+            self.segmenter.base_channels,
+        )
     }
 
     /// The DDIM sampler (CompVis spacing, eta 0) with `steps` steps.
@@ -406,7 +413,13 @@ impl fmt::Display for StageReport {
         if self.skipped {
             return write!(f, "{:<4} already trained", self.stage.name());
         }
-        write!(f, "{:<4} {:>6} steps  {:>7.1} s", self.stage.name(), self.steps, self.seconds)?;
+        write!(
+            f,
+            "{:<4} {:>6} steps  {:>7.1} s",
+            self.stage.name(),
+            self.steps,
+            self.seconds
+        )?;
         if let Some(l) = self.final_loss {
             write!(f, "  final loss {l:.4}")?;
         }
@@ -426,7 +439,10 @@ pub fn train(
     if images.is_empty() {
         return Err(Error::Shape("no training images".into()));
     }
-    if let Some(bad) = images.iter().find(|i| (i.height(), i.width()) != (size, size)) {
+    if let Some(bad) = images
+        .iter()
+        .find(|i| (i.height(), i.width()) != (size, size))
+    {
         return Err(Error::Shape(format!(
             "training images must be {size}x{size} (data.image_size), got {}x{}",
             bad.height(),
@@ -540,10 +556,7 @@ fn train_vae(
     let history = stage!(Stage::Vae, trainer.train(&data))?;
     stage!(Stage::Vae, trainer.vae().save(&out))?;
     remove_dir(&checkpoints)?;
-    Ok((
-        trainer.step() - before,
-        history.last().map(|s| s.loss),
-    ))
+    Ok((trainer.step() - before, history.last().map(|s| s.loss)))
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
@@ -661,14 +674,22 @@ fn train_ldm(
     remove_file(&checkpoint)?;
     Ok((
         summary.steps,
-        summary.last_loss.is_finite().then_some(f64::from(summary.last_loss)),
+        summary
+            .last_loss
+            .is_finite()
+            .then_some(f64::from(summary.last_loss)),
     ))
 }
 
 /// The reconstruction options of the segmenter's training data and of
 /// inference: DDIM eta 0 with the clean condition (or the configured noisy
 /// test condition / SDEdit start).
-fn reconstruct_options(config: &Config, steps: usize, seed: u64, offset: u64) -> ReconstructOptions {
+fn reconstruct_options(
+    config: &Config,
+    steps: usize,
+    seed: u64,
+    offset: u64,
+) -> ReconstructOptions {
     ReconstructOptions {
         steps,
         eta: 0.0,
@@ -699,7 +720,12 @@ impl Reconstructor {
         let unet_path = run.require(Stage::Ldm)?;
         let unet = stage!(
             Stage::Ldm,
-            UNet::from_safetensors(run.config.unet_architecture(), &unet_path, DType::F32, device)
+            UNet::from_safetensors(
+                run.config.unet_architecture(),
+                &unet_path,
+                DType::F32,
+                device
+            )
         )?;
         Ok(Self {
             vae,
@@ -747,7 +773,13 @@ impl SegSource<'_> {
         let indices: Vec<usize> = (0..n).collect();
         let seed = mix(mix(self.config.seed, RECON_SALT), epoch as u64);
         for chunk in indices.chunks(self.config.inference.batch_size) {
-            let batch = synthesize(&self.synth, &self.normals, chunk, epoch as u64, &self.device)?;
+            let batch = synthesize(
+                &self.synth,
+                &self.normals,
+                chunk,
+                epoch as u64,
+                &self.device,
+            )?;
             let opts = reconstruct_options(
                 self.config,
                 self.config.segmenter.reconstruction_ddim_steps,
@@ -919,7 +951,10 @@ impl DiffAd {
     /// does not depend on the batch it was computed in.
     pub fn predict_batch(&self, images: &[RgbImage]) -> Result<Vec<Prediction>> {
         let size = self.config.data.image_size;
-        if let Some(bad) = images.iter().find(|i| (i.height(), i.width()) != (size, size)) {
+        if let Some(bad) = images
+            .iter()
+            .find(|i| (i.height(), i.width()) != (size, size))
+        {
             return Err(Error::Shape(format!(
                 "the model takes {size}x{size} images, got {}x{}",
                 bad.height(),

@@ -202,7 +202,8 @@ pub fn read_tiff(path: &Path) -> Result<AnomalyMap> {
         path: path.to_path_buf(),
         source,
     };
-    let mut decoder = tiff::decoder::Decoder::new(std::io::BufReader::new(file)).map_err(tiff_err)?;
+    let mut decoder =
+        tiff::decoder::Decoder::new(std::io::BufReader::new(file)).map_err(tiff_err)?;
     let (w, h) = decoder.dimensions().map_err(tiff_err)?;
     match decoder.read_image().map_err(tiff_err)? {
         tiff::decoder::DecodingResult::F32(data) => AnomalyMap::new(h as usize, w as usize, data),
@@ -280,8 +281,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scores.csv");
         let rows = vec![
-            ScoreRow { path: "a/000.png".into(), defect: "good".into(), label: 0, score: 0.25 },
-            ScoreRow { path: "b,c/001.png".into(), defect: "crack".into(), label: 1, score: 0.5 },
+            ScoreRow {
+                path: "a/000.png".into(),
+                defect: "good".into(),
+                label: 0,
+                score: 0.25,
+            },
+            ScoreRow {
+                path: "b,c/001.png".into(),
+                defect: "crack".into(),
+                label: 1,
+                score: 0.5,
+            },
         ];
         write_scores_csv(&path, &rows).unwrap();
         let text = fs::read_to_string(&path).unwrap();
@@ -311,8 +322,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut eval = diffad_metrics::Evaluator::with_options(1, 0.3).unwrap();
         let mask = vec![true, false, false, false];
-        eval.add("crack", &[0.9, 0.1, 0.2, 0.1], &mask, 2, 2).unwrap();
-        eval.add("good", &[0.3, 0.2, 0.1, 0.0], &[false; 4], 2, 2).unwrap();
+        eval.add("crack", &[0.9, 0.1, 0.2, 0.1], &mask, 2, 2)
+            .unwrap();
+        eval.add("good", &[0.3, 0.2, 0.1, 0.0], &[false; 4], 2, 2)
+            .unwrap();
         let m = Metrics::new("demo", eval.finish().unwrap());
         assert_eq!(m.image_auroc, 1.0);
         assert_eq!(m.pixel_auroc, 1.0);

@@ -81,7 +81,10 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     }
     for stage in Stage::ALL {
         assert!(run.is_done(stage));
-        assert!(!run.checkpoint(stage).exists(), "{stage} checkpoint left behind");
+        assert!(
+            !run.checkpoint(stage).exists(),
+            "{stage} checkpoint left behind"
+        );
     }
     // A second call finds every stage done.
     let again = diffad::pipeline::train(&run, &images, &Device::Cpu, &quiet).unwrap();
@@ -118,10 +121,23 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     let m = Metrics::read_json(&out.join("metrics.json")).unwrap();
     assert_eq!(m, result.metrics);
     assert_eq!(m.images, 6);
-    for v in [m.image_auroc, m.pixel_auroc, m.pixel_ap, m.aupro, m.pixel_f1_max, m.image_f1_max] {
+    for v in [
+        m.image_auroc,
+        m.pixel_auroc,
+        m.pixel_ap,
+        m.aupro,
+        m.pixel_f1_max,
+        m.image_f1_max,
+    ] {
         assert!(v.is_finite() && (0.0..=1.0).contains(&v), "{m:?}");
     }
-    let defects: Vec<&str> = m.report.image.per_defect.keys().map(String::as_str).collect();
+    let defects: Vec<&str> = m
+        .report
+        .image
+        .per_defect
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(defects, vec!["foreign_patch", "hole", "scratch", "stain"]);
     let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -170,7 +186,10 @@ fn cli_reports_bad_input_on_one_line_with_exit_code_2_and_writes_nothing() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no-such-folder"), "{err}");
-    assert!(!run.exists(), "a failed train must not create the run directory");
+    assert!(
+        !run.exists(),
+        "a failed train must not create the run directory"
+    );
 
     let empty = work.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
@@ -220,9 +239,17 @@ fn cli_reports_bad_input_on_one_line_with_exit_code_2_and_writes_nothing() {
     let out = Command::new(bin).args(["config", "tiny"]).output().unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(Config::from_toml_str(&printed, "stdout").unwrap(), Config::tiny());
+    assert_eq!(
+        Config::from_toml_str(&printed, "stdout").unwrap(),
+        Config::tiny()
+    );
 
     for flag in ["--help", "--version"] {
-        assert!(Command::new(bin).arg(flag).output().unwrap().status.success());
+        assert!(Command::new(bin)
+            .arg(flag)
+            .output()
+            .unwrap()
+            .status
+            .success());
     }
 }

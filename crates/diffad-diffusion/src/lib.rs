@@ -16,7 +16,8 @@
 //! * [`ConditionMode`]: the rows of the paper's Table 1 (none, clean, noisy,
 //!   forward-reverse/SDEdit), used by both training and [`reconstruct()`];
 //! * [`LdmTrainer`]: epsilon-MSE training on latents or on images through a
-//!   [`diffad_vae::LatentCodec`], AdamW, EMA, clipping, atomic checkpoints and resume.
+//!   [`diffad_vae::LatentCodec`], AdamW, EMA, clipping (from `diffad-nn`), atomic
+//!   checkpoints and resume.
 //!
 //! All randomness comes from per-sample ChaCha streams ([`noise`]) drawn on the CPU, so
 //! results are reproducible for a seed on any device and batch split.
@@ -51,7 +52,6 @@ pub mod ddpm;
 pub mod denoiser;
 pub mod error;
 pub mod noise;
-pub mod optim;
 pub mod reconstruct;
 pub mod schedule;
 pub mod scheduler;
@@ -61,8 +61,9 @@ pub mod unet;
 pub use ddim::{Ddim, DdimConfig};
 pub use ddpm::{Ddpm, DdpmConfig, VarianceType};
 pub use denoiser::{noisy_condition, ConditionMode, Denoiser};
+/// The optimiser, EMA and clipping the trainer uses (shared with the other crates).
+pub use diffad_nn::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 pub use error::{Error, Result};
-pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 pub use reconstruct::{denoise, reconstruct, reconstruct_images, ReconstructOptions};
 pub use schedule::{BetaSchedule, NoiseSchedule};
 pub use scheduler::{spaced_timesteps, PredictionType, Scheduler, StepOutput, TimestepSpacing};

@@ -9,10 +9,10 @@
 //!
 //! `z` is a posterior sample of `E(x)` of a normal image and `c = E(x_a)` the latent of its
 //! simulated anomalous version. The network ([`UNet`]), the loss ([`diffusion_loss`]) and
-//! this wiring are separate, as in anomalib. Optimiser: [`AdamW`]; [`Ema`] of the weights;
-//! global-norm clipping; checkpoints are one safetensors file written atomically
-//! (`path.tmp`, then rename) holding the weights, the EMA, the AdamW moments and the
-//! configuration, so training resumes exactly.
+//! this wiring are separate, as in anomalib. Optimiser: `diffad-nn`'s [`AdamW`] (with
+//! checkpointable moments); its [`Ema`] of the weights; global-norm clipping; checkpoints
+//! are one safetensors file written atomically (`path.tmp`, then rename) holding the
+//! weights, the EMA, the AdamW moments and the configuration, so training resumes exactly.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,10 +28,11 @@ use serde::{Deserialize, Serialize};
 use crate::denoiser::{noisy_condition, ConditionMode, Denoiser};
 use crate::error::{Error, Result};
 use crate::noise::{gaussian_per_sample, mix_seed, sample_rng};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 use crate::schedule::{BetaSchedule, NoiseSchedule};
 use crate::scheduler::PredictionType;
 use crate::unet::{concat_condition, UNet, UNetConfig};
+use diffad_nn::checkpoint::{load_varmap_from, save_tensors, TensorFile};
+use diffad_nn::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 
 /// The `purpose` of the random streams of a training step (see [`crate::noise`]).
 pub const TRAIN_PURPOSE: u64 = 0x0054_5241_494e; // "TRAIN"
@@ -477,19 +478,24 @@ impl LdmTrainer {
     /// `path`, atomically (`path.tmp`, then rename).
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let cpu = Device::Cpu;
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for (name, var) in &self.params {
-            tensors.push((format!("model.{name}"), var.as_tensor().to_device(&cpu)?));
-        }
+        let mut tensors: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .map(|(name, var)| (format!("model.{name}"), var.as_tensor().clone()))
+            .collect();
         if let Some(ema) = &self.ema {
-            for (name, t) in ema.weights() {
-                tensors.push((format!("ema.{name}"), t.to_device(&cpu)?));
-            }
+            tensors.extend(
+                ema.weights()
+                    .iter()
+                    .map(|(name, t)| (format!("ema.{name}"), t.clone())),
+            );
         }
-        for (name, t) in self.optimizer.state_tensors() {
-            tensors.push((name, t.to_device(&cpu)?));
-        }
+        tensors.extend(
+            self.optimizer
+                .state_tensors()
+                .into_iter()
+                .map(|(name, t)| (format!("adam.{name}"), t)),
+        );
         let meta = CheckpointMeta {
             format: CHECKPOINT_FORMAT.to_string(),
             step: self.step,
@@ -499,28 +505,23 @@ impl LdmTrainer {
         };
         let json = serde_json::to_string(&meta)
             .map_err(|e| Error::checkpoint(path, format!("serialising metadata: {e}")))?;
-        let metadata = HashMap::from([("diffad".to_string(), json)]);
-        let tmp = tmp_path(path);
-        safetensors::serialize_to_file(tensors, Some(metadata), &tmp)
-            .map_err(|e| Error::checkpoint(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        Ok(())
+        let metadata = HashMap::from([(METADATA_KEY.to_string(), json)]);
+        save_tensors(
+            path,
+            tensors.iter().map(|(n, t)| (n.as_str(), t)),
+            Some(metadata),
+        )
+        .map_err(file_error)
     }
 
     /// Restores a trainer saved by [`LdmTrainer::save_checkpoint`] (weights, EMA, optimiser
     /// moments, step count and configuration) on `device`.
     pub fn from_checkpoint(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| Error::checkpoint(path, format!("not a safetensors file: {e}")))?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("diffad"))
-            .ok_or_else(|| {
-                Error::checkpoint(path, "no `diffad` metadata (not an LdmTrainer checkpoint)")
-            })?;
+        let file = TensorFile::read(path, device).map_err(file_error)?;
+        let json = file.meta(METADATA_KEY).map_err(|_| {
+            Error::checkpoint(path, "no `diffad` metadata (not an LdmTrainer checkpoint)")
+        })?;
         let meta: CheckpointMeta = serde_json::from_str(json)
             .map_err(|e| Error::checkpoint(path, format!("metadata: {e}")))?;
         if meta.format != CHECKPOINT_FORMAT {
@@ -529,23 +530,15 @@ impl LdmTrainer {
                 format!("unknown format {:?}", meta.format),
             ));
         }
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         let mut trainer = Self::new(meta.unet, meta.train, device)?;
-        for (name, var) in &trainer.params {
-            let key = format!("model.{name}");
-            let t = tensors
-                .get(&key)
-                .ok_or_else(|| Error::checkpoint(path, format!("missing tensor `{key}`")))?;
-            var.set(&t.to_dtype(var.dtype())?)
-                .map_err(|e| Error::checkpoint(path, format!("`{key}`: {e}")))?;
-        }
+        load_varmap_from(&trainer.varmap, &file, "model.").map_err(file_error)?;
+        let get = |key: &str| file.tensors.get(key).cloned();
         trainer
             .optimizer
-            .load_state(&tensors, meta.step)
+            .load_state(|k| get(&format!("adam.{k}")), meta.step)
             .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         if let Some(ema) = &mut trainer.ema {
-            ema.load(&tensors, "ema.", meta.ema_updates)
+            ema.load(get, "ema.", meta.ema_updates)
                 .map_err(|e| Error::checkpoint(path, e.to_string()))?;
         }
         trainer.step = meta.step;
@@ -556,25 +549,20 @@ impl LdmTrainer {
     /// `UNet2DModel` state dict, atomically; load it with [`UNet::from_safetensors`] or
     /// diffusers with [`UNetConfig::to_diffusers_json`] as `config.json`.
     pub fn export_unet(&self, path: impl AsRef<Path>, ema: bool) -> Result<()> {
-        let path = path.as_ref();
-        let cpu = Device::Cpu;
         let tensors: Vec<(String, Tensor)> = match (&self.ema, ema) {
-            (Some(e), true) => e
-                .weights()
-                .iter()
-                .map(|(n, t)| Ok((n.clone(), t.to_device(&cpu)?)))
-                .collect::<Result<_>>()?,
+            (Some(e), true) => e.weights().to_vec(),
             _ => self
                 .params
                 .iter()
-                .map(|(n, v)| Ok((n.clone(), v.as_tensor().to_device(&cpu)?)))
-                .collect::<Result<_>>()?,
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect(),
         };
-        let tmp = tmp_path(path);
-        safetensors::serialize_to_file(tensors, None, &tmp)
-            .map_err(|e| Error::checkpoint(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        Ok(())
+        save_tensors(
+            path.as_ref(),
+            tensors.iter().map(|(n, t)| (n.as_str(), t)),
+            None,
+        )
+        .map_err(file_error)
     }
 }
 
@@ -614,11 +602,17 @@ struct CheckpointMeta {
     train: LdmTrainConfig,
 }
 
-fn tmp_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+const METADATA_KEY: &str = "diffad";
+
+/// Maps the file errors of `diffad-nn`'s checkpoint I/O onto this crate's variants.
+pub(crate) fn file_error(e: diffad_nn::Error) -> Error {
+    match e {
+        diffad_nn::Error::Io { path, source } => Error::Io { path, source },
+        diffad_nn::Error::Checkpoint { path, reason } => Error::Checkpoint { path, reason },
+        diffad_nn::Error::WeightsMismatch { path, mismatch } => Error::Checkpoint {
+            path,
+            reason: format!("does not fit the model: {mismatch}"),
+        },
+        other => Error::Nn(other),
+    }
 }

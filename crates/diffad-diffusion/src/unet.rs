@@ -541,10 +541,9 @@ impl UNet {
         device: &Device,
     ) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
-        let vb = VarBuilder::from_tensors(tensors, dtype, device);
+        let file = diffad_nn::checkpoint::TensorFile::read(path, device)
+            .map_err(crate::trainer::file_error)?;
+        let vb = VarBuilder::from_tensors(file.tensors.into_iter().collect(), dtype, device);
         Self::new(config, vb).map_err(|e| Error::checkpoint(path, e.to_string()))
     }
 

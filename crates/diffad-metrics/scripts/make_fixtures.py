@@ -211,7 +211,7 @@ def make_aupro():
     cases.append(aupro_case("inverted", maps, masks))
     # Limit 0.5 hits an FPR point exactly (4 normal pixels).
     map_ = np.array([[0.9, 0.8, 0.7], [0.6, 0.5, 0.4]], dtype=np.float32)
-    mask = np.array([[1, 0, 1], [0, 0, 1]], dtype=bool)
+    mask = np.array([[1, 0, 0], [0, 0, 1]], dtype=bool)
     cases.append(aupro_case("limit_on_a_point", [map_], [mask], limits=(0.5, 0.25, 1.0)))
     for i in range(3):
         maps, masks = [], []

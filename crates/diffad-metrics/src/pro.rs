@@ -85,10 +85,13 @@ pub fn aupro(
     }
     // Pass 1: validate the maps and count normal pixels by the top 16 bits
     // of their score key (descending score order).
+    // One 256 KiB histogram per thread, not per rayon split.
+    let per_thread = maps.len().div_ceil(rayon::current_num_threads().max(1));
     let histogram = maps
         .par_iter()
         .zip(masks.par_iter())
         .enumerate()
+        .with_min_len(per_thread)
         .try_fold(
             || vec![0u32; 1 << (32 - PREFIX_SHIFT)],
             |mut hist, (image, (map, mask))| {
@@ -129,7 +132,7 @@ pub fn aupro(
         .map_init(
             || (Vec::new(), Vec::new()),
             |(labels, stack), (map, mask)| {
-                let mut kept = Vec::new();
+                let mut kept = Vec::with_capacity(map.len() / 2);
                 let image =
                     pack_image_prefix(map, mask, width, height, cut, &mut kept, labels, stack);
                 (kept, image)

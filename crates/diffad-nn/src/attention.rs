@@ -8,10 +8,10 @@
 //!
 //! Parameter names: `group_norm`, `to_q`, `to_k`, `to_v`, `to_out.0` (diffusers'
 //! current layout; the VAE and UNet2DModel checkpoints on the Hub use it).
-//! The softmax is `candle_nn::ops::softmax(.., D::Minus1)`, which has a backward
-//! (`softmax_last_dim` does not).
+//! The softmax has a backward (Candle's `softmax_last_dim` does not): a fused CPU kernel
+//! for `f32`/`f64`, `candle_nn::ops::softmax(.., D::Minus1)` elsewhere.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{expect_nchw, Error, Result};
@@ -93,16 +93,18 @@ impl Attention {
         let q = split(self.to_q.forward(&tokens)?)?;
         let k = split(self.to_k.forward(&tokens)?)?;
         let v = split(self.to_v.forward(&tokens)?)?;
+        // The 1/sqrt(d) scale is applied to Q (B·HW·C values) rather than to the scores
+        // (B·heads·HW² values); the result is the same.
         let scale = 1.0 / (dh as f64).sqrt();
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let scores = (q * scale)?.matmul(&k.t()?)?;
         // diffusers upcasts the softmax of these blocks (`upcast_softmax=True`).
         let dtype = scores.dtype();
         let probs = match dtype {
             DType::F16 | DType::BF16 => {
-                candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+                crate::softmax_kernel::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
                     .to_dtype(dtype)?
             }
-            _ => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            _ => crate::softmax_kernel::softmax_last_dim(&scores)?,
         };
         let o = probs
             .matmul(&v)?

@@ -204,12 +204,20 @@ pub fn save_varmap(varmap: &VarMap, path: &Path) -> Result<()> {
 /// [`Error::Checkpoint`].
 pub fn load_varmap(varmap: &VarMap, path: &Path) -> Result<()> {
     let file = TensorFile::read(path, &Device::Cpu)?;
-    load_varmap_from(varmap, &file, "")
+    load_varmap_from(varmap, &file, "", true)
 }
 
 /// Like [`load_varmap`], from an already-read file whose tensors for this model are
 /// stored under `prefix` (e.g. `"model."`); tensors outside the prefix are ignored.
-pub fn load_varmap_from(varmap: &VarMap, file: &TensorFile, prefix: &str) -> Result<()> {
+/// With `strict = false`, tensors under the prefix that the model lacks (optimiser
+/// state in a training checkpoint, PyTorch's `num_batches_tracked`) are ignored too;
+/// missing and wrongly-shaped tensors are always errors.
+pub fn load_varmap_from(
+    varmap: &VarMap,
+    file: &TensorFile,
+    prefix: &str,
+    strict: bool,
+) -> Result<()> {
     let data = varmap
         .data()
         .lock()
@@ -226,13 +234,15 @@ pub fn load_varmap_from(varmap: &VarMap, file: &TensorFile, prefix: &str) -> Res
             Some(_) => {}
         }
     }
-    mismatch.unexpected = file
-        .tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix(prefix))
-        .filter(|k| !data.contains_key(*k))
-        .map(str::to_string)
-        .collect();
+    if strict {
+        mismatch.unexpected = file
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .filter(|k| !data.contains_key(*k))
+            .map(str::to_string)
+            .collect();
+    }
     mismatch.missing.sort();
     mismatch.wrong_shape.sort();
     if !mismatch.is_empty() {

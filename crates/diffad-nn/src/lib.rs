@@ -18,7 +18,10 @@
 //! * [`testing`]: "every parameter gets a gradient" and finite-difference checks.
 //!
 //! Every layer takes a `VarBuilder` and runs on any `Device` (the `cuda` feature enables
-//! Candle's CUDA backend).
+//! Candle's CUDA backend). On the CPU, convolutions (im2col + gemm, with a gemm/col2im
+//! backward instead of Candle's naive transposed convolution), GroupNorm's normalisation
+//! and the attention softmax run fused kernels; elsewhere Candle's ops, with the same
+//! values and gradients.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -52,6 +55,7 @@ pub mod optim;
 pub mod resample;
 pub mod resnet;
 pub mod sampling;
+mod softmax_kernel;
 pub mod testing;
 
 pub use attention::{attention, Attention, AttentionConfig};

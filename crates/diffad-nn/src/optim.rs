@@ -400,13 +400,28 @@ pub struct MultiStepLr {
 }
 
 impl MultiStepLr {
-    /// DRAEM's schedule for `epochs` epochs: milestones at `⌊0.8·epochs⌋`, `⌊0.9·epochs⌋`.
-    pub fn draem(base_lr: f64, epochs: usize) -> Self {
+    /// Milestones at `fractions` of `epochs`: epoch `ceil(f · epochs)`.
+    ///
+    /// DRAEM passes the float milestones `epochs · 0.8` and `epochs · 0.9`; PyTorch
+    /// compares them with the integer epoch counter, so they only fire when the product
+    /// is a whole number (560 and 630 for 700 epochs, which `ceil` reproduces). For
+    /// other epoch counts DRAEM never decays; we decay at the first epoch past the
+    /// fraction instead.
+    pub fn from_fractions(base_lr: f64, epochs: usize, fractions: &[f64], gamma: f64) -> Self {
+        let milestones = fractions
+            .iter()
+            .map(|f| (f * epochs as f64 - 1e-9).ceil().max(0.0) as usize)
+            .collect();
         Self {
             base_lr,
-            milestones: vec![epochs * 8 / 10, epochs * 9 / 10],
-            gamma: 0.2,
+            milestones,
+            gamma,
         }
+    }
+
+    /// DRAEM/DiffAD's schedule: milestones at 80 % and 90 % of `epochs`, `γ = 0.2`.
+    pub fn draem(base_lr: f64, epochs: usize) -> Self {
+        Self::from_fractions(base_lr, epochs, &[0.8, 0.9], 0.2)
     }
 
     /// The learning rate during `epoch` (0-based).
@@ -543,6 +558,8 @@ mod tests {
     fn schedules() {
         let s = MultiStepLr::draem(1e-3, 10);
         assert_eq!(s.milestones, vec![8, 9]);
+        assert_eq!(MultiStepLr::draem(1e-3, 700).milestones, vec![560, 630]);
+        assert_eq!(MultiStepLr::draem(1e-3, 15).milestones, vec![12, 14]);
         assert!((s.lr_at(7) - 1e-3).abs() < 1e-15);
         assert!((s.lr_at(8) - 2e-4).abs() < 1e-15);
         assert!((s.lr_at(9) - 4e-5).abs() < 1e-15);

@@ -43,7 +43,6 @@
 //! # Ok(()) }
 //! ```
 
-mod checkpoint;
 mod error;
 mod input;
 mod loss;
@@ -51,13 +50,11 @@ mod map;
 mod train;
 mod unet;
 
-pub use checkpoint::{write_atomic, TensorFile};
 pub use error::{Error, Result};
 pub use input::{interpolated_latent, LatentDecoder, SegInput};
 pub use loss::{focal_loss, focal_loss_with, FocalLossConfig};
 pub use map::{anomaly_map, image_scores};
 pub use train::{
-    Adam, MultiStepLr, ReconstructionSource, SegBatch, SegSample, SegTrainConfig, SegTrainer,
-    TrainReport,
+    ReconstructionSource, SegBatch, SegSample, SegTrainConfig, SegTrainer, TrainReport,
 };
 pub use unet::{DiscriminativeUNet, UNetConfig};

@@ -6,20 +6,21 @@
 //! crate knows nothing of diffusion: the pipeline implements the trait with
 //! its synthesiser, VAE and diffusion model; tests use synthetic images.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::checkpoint::{write_atomic, TensorFile};
 use crate::error::{shape_err, Error, Result};
 use crate::input::SegInput;
 use crate::loss::{focal_loss_with, FocalLossConfig};
-use crate::unet::{load_varmap, varmap_tensors, DiscriminativeUNet, UNetConfig};
+use crate::unet::{varmap_tensors, DiscriminativeUNet, UNetConfig};
+use diffad_nn::checkpoint::{load_varmap_from, save_tensors, TensorFile};
+use diffad_nn::optim::{AdamW, AdamWConfig, MultiStepLr};
 
 /// One training sample, single images `(C, H, W)` on any device.
 #[derive(Debug, Clone)]
@@ -160,153 +161,6 @@ pub trait ReconstructionSource {
     fn sample(&mut self, epoch: usize, index: usize) -> Result<SegSample>;
 }
 
-/// PyTorch's `MultiStepLR`: the learning rate is multiplied by `gamma` at
-/// each milestone epoch. DRAEM/DiffAD: milestones at 80 % and 90 % of the
-/// epochs, `gamma = 0.2`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MultiStepLr {
-    /// Learning rate before the first milestone.
-    pub base_lr: f64,
-    /// Epoch indices (0-based) from which the next factor applies.
-    pub milestones: Vec<usize>,
-    /// Multiplicative factor per milestone.
-    pub gamma: f64,
-}
-
-impl MultiStepLr {
-    /// Milestones at `fractions` of `epochs`: epoch `ceil(f * epochs)`.
-    ///
-    /// DRAEM passes the float milestones `epochs * 0.8` and `epochs * 0.9`;
-    /// PyTorch compares them with the integer epoch counter, so they only
-    /// fire when the product is a whole number (e.g. 560 and 630 for 700
-    /// epochs, which `ceil` reproduces). For other epoch counts DRAEM never
-    /// decays; we decay at the first epoch past the fraction instead.
-    pub fn from_fractions(base_lr: f64, epochs: usize, fractions: &[f64], gamma: f64) -> Self {
-        let milestones = fractions
-            .iter()
-            .map(|f| (f * epochs as f64 - 1e-9).ceil().max(0.0) as usize)
-            .collect();
-        Self {
-            base_lr,
-            milestones,
-            gamma,
-        }
-    }
-
-    /// The learning rate during (0-based) `epoch`:
-    /// `base_lr * gamma^(number of milestones <= epoch)`.
-    pub fn lr_at(&self, epoch: usize) -> f64 {
-        let passed = self.milestones.iter().filter(|&&m| m <= epoch).count();
-        self.base_lr * self.gamma.powi(passed as i32)
-    }
-}
-
-/// Adam (PyTorch `torch.optim.Adam`, no weight decay, no amsgrad) with its
-/// state exposed so it can be checkpointed:
-///
-/// `m <- b1 m + (1 - b1) g`, `v <- b2 v + (1 - b2) g^2`,
-/// `theta <- theta - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`.
-#[derive(Debug)]
-pub struct Adam {
-    params: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    step: u64,
-    /// Learning rate.
-    pub lr: f64,
-    /// First-moment decay (0.9).
-    pub beta1: f64,
-    /// Second-moment decay (0.999).
-    pub beta2: f64,
-    /// Denominator epsilon (1e-8).
-    pub eps: f64,
-}
-
-impl Adam {
-    /// Adam over named parameters with PyTorch's default betas and eps.
-    pub fn new(params: Vec<(String, Var)>, lr: f64) -> Result<Self> {
-        let mut m = Vec::with_capacity(params.len());
-        let mut v = Vec::with_capacity(params.len());
-        for (_, p) in &params {
-            m.push(p.as_tensor().zeros_like()?);
-            v.push(p.as_tensor().zeros_like()?);
-        }
-        Ok(Self {
-            params,
-            m,
-            v,
-            step: 0,
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        })
-    }
-
-    /// Number of steps taken.
-    pub fn step_count(&self) -> u64 {
-        self.step
-    }
-
-    /// The parameters, by name.
-    pub fn params(&self) -> &[(String, Var)] {
-        &self.params
-    }
-
-    /// One update from `grads`; parameters without a gradient are left alone
-    /// (their moments too), as in PyTorch.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.step += 1;
-        let t = self.step as i32;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let scale_m = 1.0 / (1.0 - b1.powi(t));
-        let scale_v = 1.0 / (1.0 - b2.powi(t));
-        for (i, (_, p)) in self.params.iter().enumerate() {
-            let Some(g) = grads.get(p.as_tensor()) else {
-                continue;
-            };
-            let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
-            let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let denom = ((&v * scale_v)?.sqrt()? + self.eps)?;
-            let update = ((&m * (self.lr * scale_m))? / denom)?;
-            p.set(&(p.as_tensor() - update)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
-        }
-        Ok(())
-    }
-
-    /// The moments as `adam.m.<name>` / `adam.v.<name>` tensors.
-    fn state_tensors(&self, out: &mut BTreeMap<String, Tensor>) {
-        for (i, (name, _)) in self.params.iter().enumerate() {
-            out.insert(format!("adam.m.{name}"), self.m[i].clone());
-            out.insert(format!("adam.v.{name}"), self.v[i].clone());
-        }
-    }
-
-    fn load_state(&mut self, file: &TensorFile, step: u64) -> Result<()> {
-        for (i, (name, p)) in self.params.iter().enumerate() {
-            for (kind, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
-                let key = format!("adam.{kind}.{name}");
-                let t = file.get(&key)?;
-                if t.dims() != p.dims() {
-                    return Err(Error::Checkpoint {
-                        path: file.path.clone(),
-                        reason: format!(
-                            "`{key}` has shape {:?}, expected {:?}",
-                            t.dims(),
-                            p.dims()
-                        ),
-                    });
-                }
-                *slot = t.to_dtype(p.dtype())?.to_device(p.device())?;
-            }
-        }
-        self.step = step;
-        Ok(())
-    }
-}
-
 /// Settings of [`SegTrainer`], with DiffAD's values as the default.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SegTrainConfig {
@@ -396,7 +250,7 @@ pub struct SegTrainer {
     unet_config: UNetConfig,
     model: DiscriminativeUNet,
     varmap: VarMap,
-    adam: Adam,
+    adam: AdamW,
     epoch: usize,
     epoch_losses: Vec<f64>,
     device: Device,
@@ -408,7 +262,7 @@ impl std::fmt::Debug for SegTrainer {
             .field("config", &self.config)
             .field("unet_config", &self.unet_config)
             .field("epoch", &self.epoch)
-            .field("adam_step", &self.adam.step)
+            .field("adam_step", &self.adam.step_count())
             .field("device", &self.device)
             .finish_non_exhaustive()
     }
@@ -438,7 +292,7 @@ impl SegTrainer {
         config.validate()?;
         let varmap = VarMap::new();
         let model = DiscriminativeUNet::init(unet, &varmap, config.seed, device)?;
-        let adam = Adam::new(trainable_vars(&varmap)?, config.lr)?;
+        let adam = AdamW::new(trainable_vars(&varmap)?, AdamWConfig::adam(config.lr))?;
         Ok(Self {
             config,
             unet_config: unet,
@@ -456,7 +310,7 @@ impl SegTrainer {
     /// loss history. `config` supplies the remaining settings (e.g. more
     /// epochs, another checkpoint path).
     pub fn resume(path: &Path, config: SegTrainConfig, device: &Device) -> Result<Self> {
-        let file = TensorFile::read(path)?;
+        let file = TensorFile::read(path, &Device::Cpu)?;
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
@@ -480,8 +334,10 @@ impl SegTrainer {
         let epoch_losses: Vec<f64> = serde_json::from_str(file.meta("epoch_losses")?)
             .map_err(|e| bad(format!("bad epoch_losses: {e}")))?;
         let mut trainer = Self::new(unet, config, device)?;
-        load_varmap(&trainer.varmap, &file, "")?;
-        trainer.adam.load_state(&file, step)?;
+        load_varmap_from(&trainer.varmap, &file, "", false)?;
+        trainer
+            .adam
+            .load_state(|key| file.tensors.get(key).cloned(), step)?;
         trainer.epoch = epoch;
         trainer.epoch_losses = epoch_losses;
         Ok(trainer)
@@ -491,8 +347,9 @@ impl SegTrainer {
     /// and loss history to `path` atomically. The file also loads as plain
     /// weights with [`DiscriminativeUNet::load`].
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let mut tensors = varmap_tensors(&self.varmap, "")?;
-        self.adam.state_tensors(&mut tensors);
+        let mut tensors: Vec<(String, Tensor)> =
+            varmap_tensors(&self.varmap, "")?.into_iter().collect();
+        tensors.extend(self.adam.state_tensors());
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), CHECKPOINT_FORMAT.to_string());
         meta.insert("unet_config".to_string(), to_json(&self.unet_config)?);
@@ -500,7 +357,12 @@ impl SegTrainer {
         meta.insert("epoch_losses".to_string(), to_json(&self.epoch_losses)?);
         meta.insert("epoch".to_string(), self.epoch.to_string());
         meta.insert("adam_step".to_string(), self.adam.step_count().to_string());
-        write_atomic(path, &tensors, meta)
+        save_tensors(
+            path,
+            tensors.iter().map(|(n, t)| (n.as_str(), t)),
+            Some(meta),
+        )?;
+        Ok(())
     }
 
     /// The network being trained.
@@ -524,7 +386,7 @@ impl SegTrainer {
     }
 
     /// The optimiser.
-    pub fn optimizer(&self) -> &Adam {
+    pub fn optimizer(&self) -> &AdamW {
         &self.adam
     }
 
@@ -569,7 +431,7 @@ impl SegTrainer {
         let schedule = self.config.schedule();
         while self.epoch < self.config.epochs {
             let epoch = self.epoch;
-            self.adam.lr = schedule.lr_at(epoch);
+            self.adam.set_lr(schedule.lr_at(epoch));
             bar.set_prefix(format!("seg epoch {}/{}", epoch + 1, self.config.epochs));
             let mut order: Vec<usize> = (0..n).collect();
             if self.config.shuffle {
@@ -587,7 +449,7 @@ impl SegTrainer {
                 let batch = SegBatch::stack(&samples)?;
                 let loss = self.train_step(&batch)?;
                 sum += loss;
-                bar.set_message(format!("loss {loss:.4} lr {:.1e}", self.adam.lr));
+                bar.set_message(format!("loss {loss:.4} lr {:.1e}", self.adam.lr()));
                 bar.inc(1);
             }
             self.epoch_losses.push(sum / batches_per_epoch as f64);

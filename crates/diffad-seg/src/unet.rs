@@ -26,8 +26,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use diffad_nn::{BatchNorm2d, BatchNormInit, Conv2d, Conv2dConfig};
 
-use crate::checkpoint::TensorFile;
 use crate::error::{shape_err, Error, Result};
+use diffad_nn::checkpoint::{load_varmap_from, save_tensors, TensorFile};
 
 /// PyTorch's BatchNorm defaults, which DRAEM keeps.
 const BN_EPS: f64 = 1e-5;
@@ -271,10 +271,12 @@ impl DiscriminativeUNet {
     /// trained further. A missing key or wrong shape is an error naming the
     /// file and the parameter.
     pub fn load(config: UNetConfig, path: &Path, device: &Device) -> Result<(Self, VarMap)> {
-        let file = TensorFile::read(path)?;
+        let file = TensorFile::read(path, &Device::Cpu)?;
         let varmap = VarMap::new();
         let net = Self::init(config, &varmap, 0, device)?;
-        load_varmap(&varmap, &file, "")?;
+        // Not strict: DRAEM checkpoints carry `num_batches_tracked`, trainer
+        // checkpoints carry Adam's moments.
+        load_varmap_from(&varmap, &file, "", false)?;
         Ok((net, varmap))
     }
 
@@ -285,7 +287,12 @@ impl DiscriminativeUNet {
         let tensors = varmap_tensors(varmap, "")?;
         let mut meta = std::collections::HashMap::new();
         meta.insert("format".to_string(), "diffad-seg-unet/1".to_string());
-        crate::checkpoint::write_atomic(path, &tensors, meta)
+        save_tensors(
+            path,
+            tensors.iter().map(|(n, t)| (n.as_str(), t)),
+            Some(meta),
+        )?;
+        Ok(())
     }
 
     /// The network's configuration.
@@ -357,28 +364,4 @@ pub(crate) fn varmap_tensors(
         .iter()
         .map(|(k, v)| (format!("{prefix}{k}"), v.as_tensor().clone()))
         .collect())
-}
-
-/// Sets every variable of `varmap` from `file[prefix + name]`, checking shapes.
-pub(crate) fn load_varmap(varmap: &VarMap, file: &TensorFile, prefix: &str) -> Result<()> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Config("VarMap lock poisoned".into()))?;
-    for (name, var) in data.iter() {
-        let key = format!("{prefix}{name}");
-        let t = file.get(&key)?;
-        if t.dims() != var.dims() {
-            return Err(Error::Checkpoint {
-                path: file.path.clone(),
-                reason: format!(
-                    "tensor `{key}` has shape {:?}, the network expects {:?}",
-                    t.dims(),
-                    var.dims()
-                ),
-            });
-        }
-        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-    }
-    Ok(())
 }

@@ -2,8 +2,8 @@
 
 use candle_core::{Device, Tensor};
 use diffad_seg::{
-    anomaly_map, image_scores, Error, MultiStepLr, ReconstructionSource, SegBatch, SegInput,
-    SegSample, SegTrainConfig, SegTrainer, UNetConfig,
+    anomaly_map, image_scores, Error, ReconstructionSource, SegBatch, SegInput, SegSample,
+    SegTrainConfig, SegTrainer, UNetConfig,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -96,7 +96,7 @@ fn config(epochs: usize) -> SegTrainConfig {
 
 #[test]
 fn multistep_schedule_matches_draem_milestones() {
-    let s = MultiStepLr::from_fractions(1e-3, 700, &[0.8, 0.9], 0.2);
+    let s = diffad_nn::optim::MultiStepLr::from_fractions(1e-3, 700, &[0.8, 0.9], 0.2);
     assert_eq!(s.milestones, vec![560, 630]);
     assert_eq!(s.lr_at(0), 1e-3);
     assert_eq!(s.lr_at(559), 1e-3);
@@ -104,7 +104,7 @@ fn multistep_schedule_matches_draem_milestones() {
     assert!((s.lr_at(629) - 2e-4).abs() < 1e-15);
     assert!((s.lr_at(630) - 4e-5).abs() < 1e-15);
     assert!((s.lr_at(699) - 4e-5).abs() < 1e-15);
-    let s = MultiStepLr::from_fractions(1e-3, 15, &[0.8, 0.9], 0.2);
+    let s = diffad_nn::optim::MultiStepLr::from_fractions(1e-3, 15, &[0.8, 0.9], 0.2);
     assert_eq!(s.milestones, vec![12, 14]);
     assert_eq!(
         SegTrainConfig::default().schedule().milestones,
@@ -254,6 +254,6 @@ fn training_errors_are_typed() {
     std::fs::write(&junk, [0u8; 3]).unwrap();
     assert!(matches!(
         SegTrainer::resume(&junk, config(2), &dev),
-        Err(Error::Checkpoint { .. })
+        Err(Error::Nn(diffad_nn::Error::Checkpoint { .. }))
     ));
 }

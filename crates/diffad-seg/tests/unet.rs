@@ -250,10 +250,12 @@ fn save_and_load_round_trip_and_corrupt_files() {
 
     // Wrong architecture: a shape mismatch naming the parameter.
     match DiscriminativeUNet::load(UNetConfig::new(9, 2), &path, &Device::Cpu) {
-        Err(Error::Checkpoint { reason, .. }) => {
+        Err(Error::Nn(diffad_nn::Error::WeightsMismatch { mismatch, .. })) => {
             assert!(
-                reason.contains("encoder_segment.block1.0.weight"),
-                "{reason}"
+                mismatch
+                    .to_string()
+                    .contains("encoder_segment.block1.0.weight"),
+                "{mismatch}"
             )
         }
         other => panic!("expected a checkpoint error, got {:?}", other.map(|_| ())),
@@ -263,7 +265,7 @@ fn save_and_load_round_trip_and_corrupt_files() {
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     match DiscriminativeUNet::load(config, &cut, &Device::Cpu) {
-        Err(Error::Checkpoint { path, .. }) => assert_eq!(path, cut),
+        Err(Error::Nn(diffad_nn::Error::Checkpoint { path, .. })) => assert_eq!(path, cut),
         other => panic!("expected a checkpoint error, got {:?}", other.map(|_| ())),
     }
     // Garbage and missing files.
@@ -271,10 +273,10 @@ fn save_and_load_round_trip_and_corrupt_files() {
     std::fs::write(&junk, b"not a safetensors file").unwrap();
     assert!(matches!(
         DiscriminativeUNet::load(config, &junk, &Device::Cpu),
-        Err(Error::Checkpoint { .. })
+        Err(Error::Nn(diffad_nn::Error::Checkpoint { .. }))
     ));
     assert!(matches!(
         DiscriminativeUNet::load(config, &dir.path().join("absent"), &Device::Cpu),
-        Err(Error::Io { .. })
+        Err(Error::Nn(diffad_nn::Error::Io { .. }))
     ));
 }

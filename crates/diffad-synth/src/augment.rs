@@ -256,7 +256,9 @@ fn sharpness(px: &mut [u8], h: usize, w: usize, factor: f32) {
         let center = &src[y * stride..(y + 1) * stride];
         let out = &mut px[y * stride..(y + 1) * stride];
         for i in 3..stride - 3 {
-            let sum = u32::from(above[i]) + u32::from(here[i]) + u32::from(below[i])
+            let sum = u32::from(above[i])
+                + u32::from(here[i])
+                + u32::from(below[i])
                 + 4 * u32::from(center[i]);
             let smooth = (sum as f32 / 13.0).round();
             let v = f32::from(center[i]);
@@ -535,7 +537,12 @@ mod tests {
     /// The shortcut formulas for HSV and HLS equal a full conversion round trip.
     #[test]
     fn brightness_shortcuts_match_full_conversions() {
-        for &(r, g, b) in &[(200u8, 30u8, 90u8), (10, 10, 10), (255, 255, 0), (0, 128, 255)] {
+        for &(r, g, b) in &[
+            (200u8, 30u8, 90u8),
+            (10, 10, 10),
+            (255, 255, 0),
+            (0, 128, 255),
+        ] {
             let [rf, gf, bf] = [r, g, b].map(|v| f32::from(v) / 255.0);
             for l2 in [0.1f32, 0.5, 0.8] {
                 let (h, _, s) = color::rgb_to_hls(rf, gf, bf);
@@ -548,11 +555,21 @@ mod tests {
                 let c2 = c * (1.0 - (2.0 * l2 - 1.0).abs()) / (1.0 - (2.0 * l - 1.0).abs());
                 let m2 = l2 - 0.5 * c2;
                 let short = [rf, gf, bf].map(|v| m2 + c2 / c * (v - min));
-                assert!((full.0 - short[0]).abs() + (full.1 - short[1]).abs() + (full.2 - short[2]).abs() < 1e-4);
+                assert!(
+                    (full.0 - short[0]).abs()
+                        + (full.1 - short[1]).abs()
+                        + (full.2 - short[2]).abs()
+                        < 1e-4
+                );
                 let (h, s, v) = color::rgb_to_hsv(rf, gf, bf);
                 let full = color::hsv_to_rgb(h, s, l2);
                 let short = [rf, gf, bf].map(|x| x * l2 / v);
-                assert!((full.0 - short[0]).abs() + (full.1 - short[1]).abs() + (full.2 - short[2]).abs() < 1e-4);
+                assert!(
+                    (full.0 - short[0]).abs()
+                        + (full.1 - short[1]).abs()
+                        + (full.2 - short[2]).abs()
+                        < 1e-4
+                );
             }
         }
     }

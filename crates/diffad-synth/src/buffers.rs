@@ -332,6 +332,37 @@ impl Plane {
     }
 }
 
+thread_local! {
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static CLASS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static ABOVE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SAT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a zeroed per-thread scratch buffer of `len` values. Reusing
+/// the buffer avoids a fresh large allocation (and its page faults) per
+/// mask; a nested use falls back to a new vector.
+pub(crate) fn with_scratch<T: Copy + Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut f = Some(f);
+    let res = key.with(|cell| {
+        let mut buf = cell.try_borrow_mut().ok()?;
+        buf.clear();
+        buf.resize(len, T::default());
+        let f = f.take()?;
+        Some(f(&mut buf[..]))
+    });
+    match (res, f) {
+        (Some(r), _) => r,
+        (None, Some(f)) => f(&mut vec![T::default(); len]),
+        // `f` was taken only when the closure ran and returned Some.
+        (None, None) => unreachable!("scratch closure consumed without result"),
+    }
+}
+
 /// `round(clamp(v, 0, 1) * 255)` with NaN mapped to 0.
 #[inline]
 pub(crate) fn unit_to_u8(v: f32) -> u8 {
@@ -380,7 +411,21 @@ pub(crate) fn rotate_with<const C: usize, S: Copy + Into<f32>>(
     mut emit: impl FnMut(usize, [f32; C]),
 ) {
     let (pw, ph) = (w + 2, h + 2);
-    let mut padded = vec![0.0f32; pw * ph * C];
+    with_scratch(&PADDED, pw * ph * C, |padded| {
+        rotate_padded::<C, S>(src, h, w, degrees, padded, &mut emit)
+    })
+}
+
+fn rotate_padded<const C: usize, S: Copy + Into<f32>>(
+    src: &[S],
+    h: usize,
+    w: usize,
+    degrees: f32,
+    padded: &mut [f32],
+    emit: &mut impl FnMut(usize, [f32; C]),
+) {
+    let (pw, ph) = (w + 2, h + 2);
+    debug_assert_eq!(padded.len(), pw * ph * C);
     for (y, row) in src.chunks_exact(w * C).enumerate() {
         let dst = &mut padded[((y + 1) * pw + 1) * C..((y + 1) * pw + 1 + w) * C];
         for (d, &s) in dst.iter_mut().zip(row) {
@@ -440,23 +485,72 @@ pub(crate) fn rotate_threshold(
     let outside = if 0.0 > thr { 1.0 } else { 0.0 };
     out.fill(outside);
     let (pw, ph) = (w + 2, h + 2);
-    let mut padded = vec![0.0f32; pw * ph];
+    with_scratch(&PADDED, pw * ph, |padded| {
+        with_scratch(&CLASS, pw * ph, |class| {
+            with_scratch(&ABOVE, pw * ph, |above| {
+                with_scratch(&SAT, (ph + 1) * (pw + 1), |sat| {
+                    let scratch = Scratch {
+                        padded,
+                        class,
+                        above,
+                        sat,
+                    };
+                    threshold_padded(src, h, w, degrees, thr, scratch, out)
+                })
+            })
+        })
+    })
+}
+
+/// Zeroed work buffers of [`rotate_threshold`].
+struct Scratch<'a> {
+    padded: &'a mut [f32],
+    class: &'a mut [u8],
+    above: &'a mut [u8],
+    sat: &'a mut [u32],
+}
+
+fn threshold_padded(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    degrees: f32,
+    thr: f32,
+    scratch: Scratch<'_>,
+    out: &mut [f32],
+) {
+    let Scratch {
+        padded,
+        class,
+        above,
+        sat,
+    } = scratch;
+    let (pw, ph) = (w + 2, h + 2);
     for (y, row) in src.chunks_exact(w).enumerate() {
         padded[(y + 1) * pw + 1..(y + 1) * pw + 1 + w].copy_from_slice(row);
     }
-    // Class of the 2x2 block whose top-left tap is (bx, by):
-    // 0 = all taps <= thr, 1 = all > thr, 2 = mixed.
-    let above: Vec<u8> = padded.iter().map(|&v| u8::from(v > thr)).collect();
-    let mut class = vec![0u8; pw * ph];
+    // Number of taps above `thr` in the 2x2 block whose top-left tap is i:
+    // 0 = all at most thr (pixel is 0), 4 = all above (pixel is 1), else
+    // interpolate.
+    for (a, &v) in above.iter_mut().zip(padded.iter()) {
+        *a = u8::from(v > thr);
+    }
+    let len = (ph - 1) * pw - 1;
+    let (a00, a01) = (&above[..len], &above[1..len + 1]);
+    let (a10, a11) = (&above[pw..pw + len], &above[pw + 1..pw + 1 + len]);
+    for ((((c, &p), &q), &r), &t) in class[..len].iter_mut().zip(a00).zip(a01).zip(a10).zip(a11) {
+        *c = p + q + r + t;
+    }
+    // Summed-area table of "block not all below", to skip 8x8 output tiles
+    // whose whole source footprint is below the threshold (most of them:
+    // DRAEM masks cover a few percent). Only valid when such pixels equal
+    // the fill value, i.e. thr >= 0.
+    let sat_w = pw + 1;
     for by in 0..ph - 1 {
+        let mut run = 0u32;
         for bx in 0..pw - 1 {
-            let i = by * pw + bx;
-            let n = above[i] + above[i + 1] + above[i + pw] + above[i + pw + 1];
-            class[i] = match n {
-                0 => 0,
-                4 => 1,
-                _ => 2,
-            };
+            run += u32::from(class[by * pw + bx] != 0);
+            sat[(by + 1) * sat_w + bx + 1] = sat[by * sat_w + bx + 1] + run;
         }
     }
     let a = f64::from(degrees).to_radians();
@@ -465,33 +559,79 @@ pub(crate) fn rotate_threshold(
     let cy = (h as f64 - 1.0) * 0.5;
     let (max_x, max_y) = (w as f32 + 1.0, h as f32 + 1.0);
     let (cosf, sinf) = (cos as f32, sin as f32);
-    for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
-        let dy = y as f64 - cy;
-        let x_row = (cx + 1.0 - cos * cx + sin * dy) as f32;
-        let y_row = (cy + 1.0 + sin * cx + cos * dy) as f32;
-        let (lo_x, hi_x) = inside_range(x_row, cosf, max_x, w);
-        let (lo_y, hi_y) = inside_range(y_row, -sinf, max_y, w);
-        let (lo, hi) = (lo_x.max(lo_y), hi_x.min(hi_y));
-        for x in lo..hi.max(lo) {
-            let xs = x_row + cosf * x as f32;
-            let ys = y_row + -sinf * x as f32;
-            let x0 = (xs as usize).min(w);
-            let y0 = (ys as usize).min(h);
-            let i00 = y0 * pw + x0;
-            out_row[x] = match class[i00] {
-                0 => 0.0,
-                1 => 1.0,
-                _ => {
-                    let (fx, fy) = (xs - x0 as f32, ys - y0 as f32);
-                    let t = padded[i00] + fx * (padded[i00 + 1] - padded[i00]);
-                    let b = padded[i00 + pw] + fx * (padded[i00 + pw + 1] - padded[i00 + pw]);
-                    if t + fy * (b - t) > thr {
-                        1.0
-                    } else {
-                        0.0
-                    }
+    // Per output row: the source position of x = 0 and the range of x that
+    // samples inside the (padded) source.
+    let rows: Vec<(f32, f32, usize, usize)> = (0..h)
+        .map(|y| {
+            let dy = y as f64 - cy;
+            let x_row = (cx + 1.0 - cos * cx + sin * dy) as f32;
+            let y_row = (cy + 1.0 + sin * cx + cos * dy) as f32;
+            let (lo_x, hi_x) = inside_range(x_row, cosf, max_x, w);
+            let (lo_y, hi_y) = inside_range(y_row, -sinf, max_y, w);
+            let (lo, hi) = (lo_x.max(lo_y), hi_x.min(hi_y));
+            (x_row, y_row, lo, hi.max(lo))
+        })
+        .collect();
+    let may_skip = thr >= 0.0;
+    const TILE: usize = 8;
+    for ty in (0..h).step_by(TILE) {
+        let y_end = (ty + TILE).min(h);
+        for tx in (0..w).step_by(TILE) {
+            let x_end = (tx + TILE).min(w);
+            if may_skip {
+                // Source footprint of the tile: its corners, widened by one
+                // block against rounding.
+                let mut bx = (f32::INFINITY, f32::NEG_INFINITY);
+                let mut byr = (f32::INFINITY, f32::NEG_INFINITY);
+                for &(yy, xx) in &[
+                    (ty, tx),
+                    (ty, x_end - 1),
+                    (y_end - 1, tx),
+                    (y_end - 1, x_end - 1),
+                ] {
+                    let (x_row, y_row, _, _) = rows[yy];
+                    let xs = x_row + cosf * xx as f32;
+                    let ys = y_row + -sinf * xx as f32;
+                    bx = (bx.0.min(xs), bx.1.max(xs));
+                    byr = (byr.0.min(ys), byr.1.max(ys));
                 }
-            };
+                let clamp = |v: f32, n: usize| (v.floor().max(0.0) as usize).min(n);
+                let (x0, x1) = (clamp(bx.0 - 1.0, w), clamp(bx.1 + 1.0, w));
+                let (y0, y1) = (clamp(byr.0 - 1.0, h), clamp(byr.1 + 1.0, h));
+                let count = sat[(y1 + 1) * sat_w + x1 + 1] + sat[y0 * sat_w + x0]
+                    - sat[y0 * sat_w + x1 + 1]
+                    - sat[(y1 + 1) * sat_w + x0];
+                if count == 0 {
+                    continue; // every pixel of the tile is 0, already filled
+                }
+            }
+            for (y, &(x_row, y_row, lo, hi)) in rows.iter().enumerate().take(y_end).skip(ty) {
+                let out_row = &mut out[y * w..(y + 1) * w];
+                for x in lo.max(tx)..hi.min(x_end).max(lo.max(tx)) {
+                    let xs = x_row + cosf * x as f32;
+                    let ys = y_row + -sinf * x as f32;
+                    // Inside (0, W + 1) x (0, H + 1): the casts floor; `min`
+                    // only guards against rounding at the far edge.
+                    let x0 = (xs as usize).min(w);
+                    let y0 = (ys as usize).min(h);
+                    let i00 = y0 * pw + x0;
+                    out_row[x] = match class[i00] {
+                        0 => 0.0,
+                        4 => 1.0,
+                        _ => {
+                            let (fx, fy) = (xs - x0 as f32, ys - y0 as f32);
+                            let t = padded[i00] + fx * (padded[i00 + 1] - padded[i00]);
+                            let b =
+                                padded[i00 + pw] + fx * (padded[i00 + pw + 1] - padded[i00 + pw]);
+                            if t + fy * (b - t) > thr {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        }
+                    };
+                }
+            }
         }
     }
 }
@@ -617,20 +757,25 @@ mod tests {
 
     #[test]
     fn fused_threshold_matches_rotate_then_threshold() {
-        let (h, w) = (23, 29);
-        let src: Vec<f32> = (0..h * w)
-            .map(|i| ((i as f32 * 0.37).sin() + (i as f32 * 0.011).cos()) * 0.8)
-            .collect();
-        for &deg in &[0.0f32, 12.0, -45.0, 77.0, 90.0] {
-            for &thr in &[0.5f32, 0.0, -0.3] {
-                let mut rotated = vec![0.0; h * w];
-                rotate_bilinear::<1>(&src, h, w, deg, &mut rotated);
-                let mut fused = vec![0.0; h * w];
-                rotate_threshold(&src, h, w, deg, thr, &mut fused);
-                for (i, (r, f)) in rotated.iter().zip(&fused).enumerate() {
-                    // Pixels outside the source: the rotated image is 0 there.
-                    let expected = if *r > thr { 1.0 } else { 0.0 };
-                    assert_eq!(*f, expected, "pixel {i} at {deg} deg, thr {thr}: value {r}");
+        for &(h, w) in &[(23usize, 29usize), (70, 90)] {
+            // A smooth field with sparse bumps above 0.5, like a Perlin mask.
+            let src: Vec<f32> = (0..h * w)
+                .map(|i| {
+                    let (y, x) = ((i / w) as f32, (i % w) as f32);
+                    0.9 * (x * 0.21).sin() * (y * 0.17).cos() + 0.05 * (i as f32 * 0.37).sin()
+                })
+                .collect();
+            for &deg in &[0.0f32, 12.0, -45.0, 77.0, 90.0, -3.0] {
+                for &thr in &[0.5f32, 0.0, -0.3] {
+                    let mut rotated = vec![0.0; h * w];
+                    rotate_bilinear::<1>(&src, h, w, deg, &mut rotated);
+                    let mut fused = vec![0.0; h * w];
+                    rotate_threshold(&src, h, w, deg, thr, &mut fused);
+                    for (i, (r, f)) in rotated.iter().zip(&fused).enumerate() {
+                        // Pixels outside the source: the rotated image is 0 there.
+                        let expected = if *r > thr { 1.0 } else { 0.0 };
+                        assert_eq!(*f, expected, "pixel {i} at {deg} deg, thr {thr}: value {r}");
+                    }
                 }
             }
         }
@@ -639,13 +784,18 @@ mod tests {
     #[test]
     fn fast_rotation_matches_naive_bilinear() {
         for &(h, w) in &[(1, 1), (2, 7), (13, 5), (16, 16), (31, 24)] {
-            let src: Vec<f32> = (0..h * w).map(|i| ((i * 37 % 17) as f32) / 17.0 + 0.1).collect();
+            let src: Vec<f32> = (0..h * w)
+                .map(|i| ((i * 37 % 17) as f32) / 17.0 + 0.1)
+                .collect();
             for &deg in &[0.0, 1.0, -17.5, 30.0, 45.0, 89.9, 90.0, -90.0, 133.0, 180.0] {
                 let mut out = vec![0.0; h * w];
                 rotate_bilinear::<1>(&src, h, w, deg as f32, &mut out);
                 let reference = naive(&src, h, w, deg);
                 for (i, (a, b)) in out.iter().zip(&reference).enumerate() {
-                    assert!((a - b).abs() < 1e-4, "{h}x{w} at {deg} deg, pixel {i}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() < 1e-4,
+                        "{h}x{w} at {deg} deg, pixel {i}: {a} vs {b}"
+                    );
                 }
             }
         }

@@ -19,8 +19,9 @@ pub(crate) fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     from_hue_chroma(h, c, v - c)
 }
 
-/// RGB -> (hue in degrees, lightness, saturation), OpenCV `RGB2HLS`.
-#[inline]
+/// RGB -> (hue in degrees, lightness, saturation), OpenCV `RGB2HLS`. The
+/// brightness augmenter uses a shortcut; this full form checks it in tests.
+#[cfg(test)]
 pub(crate) fn rgb_to_hls(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let max = r.max(g).max(b);
     let min = r.min(g).min(b);
@@ -37,7 +38,7 @@ pub(crate) fn rgb_to_hls(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
 }
 
 /// Inverse of [`rgb_to_hls`].
-#[inline]
+#[cfg(test)]
 pub(crate) fn hls_to_rgb(h: f32, l: f32, s: f32) -> (f32, f32, f32) {
     let c = (1.0 - (2.0 * l - 1.0).abs()) * s;
     from_hue_chroma(h, c, l - 0.5 * c)

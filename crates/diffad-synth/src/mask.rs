@@ -14,9 +14,13 @@
 
 use rand::{Rng, RngCore};
 
-use crate::buffers::{rotate_threshold, ImageF32, Mask, Plane};
+use crate::buffers::{rotate_threshold, with_scratch, ImageF32, Mask, Plane};
 use crate::error::{check_size, Error, Result};
-use crate::perlin::rand_perlin_2d;
+use crate::perlin::{draw_angles, fill_perlin};
+
+thread_local! {
+    static NOISE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Settings of the Perlin mask generator. Defaults are DRAEM's.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,7 +103,8 @@ pub fn anomaly_mask<R: RngCore + ?Sized>(
     let range = config.min_scale_exponent..=config.max_scale_exponent;
     let kx = rng.random_range(range.clone());
     let ky = rng.random_range(range);
-    let noise = rand_perlin_2d(height, width, (1usize << kx, 1usize << ky), rng)?;
+    let res = (1usize << kx, 1usize << ky);
+    let angles = draw_angles(res, rng);
     let d = config.rotation_degrees;
     let angle = if d > 0.0 {
         rng.random_range(-d..=d)
@@ -108,14 +113,17 @@ pub fn anomaly_mask<R: RngCore + ?Sized>(
     };
     let thr = config.threshold;
     let mut data = vec![0.0f32; height * width];
-    if angle == 0.0 {
-        for (m, &v) in data.iter_mut().zip(noise.as_slice()) {
-            *m = if v > thr { 1.0 } else { 0.0 };
+    with_scratch(&NOISE, height * width, |noise| {
+        fill_perlin(height, width, res, &angles, noise);
+        if angle == 0.0 {
+            for (m, &v) in data.iter_mut().zip(noise.iter()) {
+                *m = if v > thr { 1.0 } else { 0.0 };
+            }
+        } else {
+            // Rotation and threshold fused: no intermediate rotated plane.
+            rotate_threshold(noise, height, width, angle, thr, &mut data);
         }
-    } else {
-        // Rotation and threshold fused: no intermediate rotated plane.
-        rotate_threshold(noise.as_slice(), height, width, angle, thr, &mut data);
-    }
+    });
     let mask = Plane::from_vec(height, width, data)?;
     Ok(mask)
 }

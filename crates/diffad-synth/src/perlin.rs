@@ -61,6 +61,21 @@ pub fn perlin_2d_from_angles(
             found: angles.len(),
         });
     }
+    let mut out = vec![0.0f32; height * width];
+    fill_perlin(height, width, res, angles, &mut out);
+    Plane::from_vec(height, width, out)
+}
+
+/// The arithmetic of [`perlin_2d_from_angles`] into `out` (`height * width`
+/// values); arguments already validated.
+pub(crate) fn fill_perlin(
+    height: usize,
+    width: usize,
+    res: (usize, usize),
+    angles: &[f32],
+    out: &mut [f32],
+) {
+    let (r0, r1) = res;
     let grads: Vec<(f32, f32)> = angles.iter().map(|&a| (a.cos(), a.sin())).collect();
     let g = |a: usize, b: usize| grads[a * (r1 + 1) + b];
 
@@ -71,7 +86,6 @@ pub fn perlin_2d_from_angles(
     let f1s: Vec<f32> = (0..d1).map(|k| k as f32 / d1 as f32).collect();
     let t1s: Vec<f32> = f1s.iter().map(|&f| fade(f)).collect();
 
-    let mut out = vec![0.0f32; height * width];
     let sqrt2 = std::f32::consts::SQRT_2;
     for (i, row) in out.chunks_exact_mut(width).enumerate() {
         let c0 = i / d0;
@@ -93,7 +107,6 @@ pub fn perlin_2d_from_angles(
             }
         }
     }
-    Plane::from_vec(height, width, out)
 }
 
 /// DRAEM's `rand_perlin_2d_np(shape, res)`: gradient angles drawn uniformly
@@ -106,11 +119,14 @@ pub fn rand_perlin_2d<R: RngCore + ?Sized>(
     res: (usize, usize),
     rng: &mut R,
 ) -> Result<Plane> {
-    let n = (res.0 + 1) * (res.1 + 1);
-    let angles: Vec<f32> = (0..n)
+    perlin_2d_from_angles(height, width, res, &draw_angles(res, rng))
+}
+
+/// `(res.0 + 1) * (res.1 + 1)` gradient angles `2 pi U[0, 1)`, row-major.
+pub(crate) fn draw_angles<R: RngCore + ?Sized>(res: (usize, usize), rng: &mut R) -> Vec<f32> {
+    (0..(res.0 + 1) * (res.1 + 1))
         .map(|_| (std::f64::consts::TAU * rng.random::<f64>()) as f32)
-        .collect();
-    perlin_2d_from_angles(height, width, res, &angles)
+        .collect()
 }
 
 /// Fractal (multi-octave) Perlin noise as DRAEM's `rand_perlin_2d_octaves`:

@@ -16,6 +16,7 @@
 //! `Upsample2D` nearest ×2 + conv, GroupNorm with ε = 1e-6). Parameter names are exactly
 //! those of a diffusers `AutoencoderKL` state dict, so its `safetensors` file loads as is.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -258,15 +259,73 @@ impl Decoder {
     }
 }
 
-/// A KL-regularised autoencoder with diffusers' `AutoencoderKL` architecture and
-/// parameter names (see the module doc). Its variables live in a [`VarMap`], which is what
-/// [`save`](Self::save), [`load_weights`](Self::load_weights) and the trainer operate on.
-#[derive(Clone)]
-pub struct AutoencoderKl {
+/// The four parts of the autoencoder, built over one `VarBuilder`.
+#[derive(Debug, Clone)]
+struct Network {
     encoder: Encoder,
     decoder: Decoder,
     quant_conv: Option<Conv2d>,
     post_quant_conv: Option<Conv2d>,
+}
+
+impl Network {
+    fn new(config: &AutoencoderKlConfig, seed: u64, vb: &VarBuilder) -> Result<Self> {
+        let moments = 2 * config.latent_channels;
+        let quant_conv = if config.use_quant_conv {
+            let vb = vb.pp("quant_conv");
+            Some(conv2d(moments, moments, 1, Conv2dConfig::default(), vb)?)
+        } else {
+            None
+        };
+        let post_quant_conv = if config.use_post_quant_conv {
+            let c = config.latent_channels;
+            let vb = vb.pp("post_quant_conv");
+            Some(conv2d(c, c, 1, Conv2dConfig::default(), vb)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            encoder: Encoder::new(config, seed, vb.pp("encoder"))?,
+            decoder: Decoder::new(config, seed.wrapping_add(1 << 20), vb.pp("decoder"))?,
+            quant_conv,
+            post_quant_conv,
+        })
+    }
+
+    fn encode(&self, x: &Tensor, train: bool) -> Result<DiagonalGaussian> {
+        let h = self.encoder.forward(x, train)?;
+        let moments = match &self.quant_conv {
+            Some(q) => q.forward(&h)?,
+            None => h,
+        };
+        DiagonalGaussian::from_moments(&moments)
+    }
+
+    fn decode(&self, z: &Tensor, train: bool) -> Result<Tensor> {
+        let z = match &self.post_quant_conv {
+            Some(q) => q.forward(z)?,
+            None => z.clone(),
+        };
+        self.decoder.forward(&z, train)
+    }
+}
+
+/// A KL-regularised autoencoder with diffusers' `AutoencoderKL` architecture and
+/// parameter names (see the module doc). Its variables live in a [`VarMap`], which is what
+/// [`save`](Self::save), [`load_weights`](Self::load_weights) and the trainer operate on.
+///
+/// Two views of the same weights are kept: the variables themselves, used by
+/// [`encode_raw`](Self::encode_raw) / [`decode_raw`](Self::decode_raw) (differentiable in
+/// the weights, for training), and detached tensors sharing their storage, used by the
+/// [`LatentCodec`] methods. Candle records the graph of every op that touches a variable,
+/// so an inference pass through the variables keeps every intermediate activation alive
+/// until its output is dropped (gigabytes for the paper's model at batch 8); the detached
+/// view records nothing. Both see every update, since optimisers and loaders write the
+/// variables in place.
+#[derive(Clone)]
+pub struct AutoencoderKl {
+    net: Network,
+    frozen: Network,
     config: AutoencoderKlConfig,
     varmap: VarMap,
     device: Device,
@@ -311,35 +370,21 @@ impl AutoencoderKl {
     ) -> Result<Self> {
         config.validate()?;
         let vb = diffad_nn::init::seeded_var_builder(&varmap, seed, dtype, device);
-        let moments = 2 * config.latent_channels;
-        let quant_conv = if config.use_quant_conv {
-            Some(conv2d(
-                moments,
-                moments,
-                1,
-                Conv2dConfig::default(),
-                vb.pp("quant_conv"),
-            )?)
-        } else {
-            None
+        let net = Network::new(&config, seed, &vb)?;
+        let detached: HashMap<String, Tensor> = {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::Config("VarMap lock poisoned".into()))?;
+            data.iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+                .collect()
         };
-        let post_quant_conv = if config.use_post_quant_conv {
-            let c = config.latent_channels;
-            Some(conv2d(
-                c,
-                c,
-                1,
-                Conv2dConfig::default(),
-                vb.pp("post_quant_conv"),
-            )?)
-        } else {
-            None
-        };
+        let frozen_vb = VarBuilder::from_tensors(detached, dtype, device);
+        let frozen = Network::new(&config, seed, &frozen_vb)?;
         Ok(Self {
-            encoder: Encoder::new(&config, seed, vb.pp("encoder"))?,
-            decoder: Decoder::new(&config, seed.wrapping_add(1 << 20), vb.pp("decoder"))?,
-            quant_conv,
-            post_quant_conv,
+            net,
+            frozen,
             config,
             varmap,
             device: device.clone(),
@@ -380,9 +425,9 @@ impl AutoencoderKl {
         &self.device
     }
 
-    /// The decoder (e.g. for its last layer).
+    /// The decoder (variable view, e.g. for its last layer's gradient).
     pub fn decoder(&self) -> &Decoder {
-        &self.decoder
+        &self.net.decoder
     }
 
     /// Number of scalar parameters.
@@ -409,8 +454,19 @@ impl AutoencoderKl {
         }
     }
 
+    fn check_latents(&self, z: &Tensor) -> Result<()> {
+        match *z.dims() {
+            [_, c, h, w] if c == self.config.latent_channels && h > 0 && w > 0 => Ok(()),
+            _ => Err(Error::shape(
+                "AutoencoderKl::decode",
+                format!("(B, {}, h, w)", self.config.latent_channels),
+                z.dims(),
+            )),
+        }
+    }
+
     /// Posterior `q(z|x)` for images in `[−1, 1]` (diffusers `encode(x).latent_dist`),
-    /// in inference mode; differentiable.
+    /// in inference mode; differentiable in the weights and the input.
     pub fn encode_raw(&self, x: &Tensor) -> Result<DiagonalGaussian> {
         self.encode_raw_t(x, false)
     }
@@ -418,12 +474,7 @@ impl AutoencoderKl {
     /// [`encode_raw`](Self::encode_raw) with dropout active when `train`.
     pub fn encode_raw_t(&self, x: &Tensor, train: bool) -> Result<DiagonalGaussian> {
         self.check_images(x)?;
-        let h = self.encoder.forward(x, train)?;
-        let moments = match &self.quant_conv {
-            Some(q) => q.forward(&h)?,
-            None => h,
-        };
-        DiagonalGaussian::from_moments(&moments)
+        self.net.encode(x, train)
     }
 
     /// Decodes latents `(B, C, h, w)` to images nominally in `[−1, 1]` (unclamped;
@@ -434,21 +485,21 @@ impl AutoencoderKl {
 
     /// [`decode_raw`](Self::decode_raw) with dropout active when `train`.
     pub fn decode_raw_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
-        match *z.dims() {
-            [_, c, h, w] if c == self.config.latent_channels && h > 0 && w > 0 => {}
-            _ => {
-                return Err(Error::shape(
-                    "AutoencoderKl::decode",
-                    format!("(B, {}, h, w)", self.config.latent_channels),
-                    z.dims(),
-                ))
-            }
-        }
-        let z = match &self.post_quant_conv {
-            Some(q) => q.forward(z)?,
-            None => z.clone(),
-        };
-        self.decoder.forward(&z, train)
+        self.check_latents(z)?;
+        self.net.decode(z, train)
+    }
+
+    /// [`encode_raw`](Self::encode_raw) through the detached weights: the same values, no
+    /// graph recorded for the weights (inference; see the type doc).
+    pub fn encode_raw_frozen(&self, x: &Tensor) -> Result<DiagonalGaussian> {
+        self.check_images(x)?;
+        self.frozen.encode(x, false)
+    }
+
+    /// [`decode_raw`](Self::decode_raw) through the detached weights (inference).
+    pub fn decode_raw_frozen(&self, z: &Tensor) -> Result<Tensor> {
+        self.check_latents(z)?;
+        self.frozen.decode(z, false)
     }
 }
 
@@ -469,12 +520,12 @@ impl LatentCodec for AutoencoderKl {
     fn encode_posterior(&self, images: &Tensor) -> candle_core::Result<DiagonalGaussian> {
         check_finite("AutoencoderKl::encode_posterior", images)?;
         let x = images.affine(2.0, -1.0)?;
-        Ok(self.encode_raw(&x)?)
+        Ok(self.encode_raw_frozen(&x)?)
     }
 
     fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         check_finite("AutoencoderKl::decode", latents)?;
-        let x = self.decode_raw(latents)?;
+        let x = self.decode_raw_frozen(latents)?;
         x.affine(0.5, 0.5)?.clamp(0.0, 1.0)
     }
 

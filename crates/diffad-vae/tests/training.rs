@@ -107,6 +107,20 @@ fn loss_falls_on_a_handful_of_images() {
         last < 0.6 * first,
         "reconstruction loss went from {first} to {last}"
     );
+    // The codec's detached weights follow the optimiser's in-place updates.
+    {
+        use diffad_vae::LatentCodec;
+        let vae = trainer.vae();
+        let frozen = vae.encode(&images).unwrap();
+        let tracked = vae
+            .encode_raw(&images.affine(2.0, -1.0).unwrap())
+            .unwrap()
+            .mean;
+        let d = flat(&(frozen - tracked).unwrap())
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        assert!(d < 1e-6, "frozen and tracked encoders differ by {d}");
+    }
     // Warm-up over 2 steps: half the rate on step 0, the full rate from step 1.
     assert!((history[0].lr - 2.5e-3).abs() < 1e-12 && (history[1].lr - 5e-3).abs() < 1e-12);
 }
@@ -235,7 +249,14 @@ fn gradients_match_finite_differences() {
         norm_num_groups: 2,
         ..AutoencoderKlConfig::tiny()
     };
-    let vae = AutoencoderKl::from_varmap_with_dtype(config, candle_nn::VarMap::new(), 3, DType::F64, &dev).unwrap();
+    let vae = AutoencoderKl::from_varmap_with_dtype(
+        config,
+        candle_nn::VarMap::new(),
+        3,
+        DType::F64,
+        &dev,
+    )
+    .unwrap();
     let train = VaeTrainConfig {
         reconstruction: diffad_vae::Reconstruction::L2,
         kl_weight: 1.0,
@@ -259,10 +280,12 @@ fn gradients_match_finite_differences() {
     let mismatches = diffad_nn::testing::check_gradients(
         &vars,
         || {
-            let terms = trainer.losses(&x, Some(&noise), false).map_err(|e| match e {
-                diffad_vae::Error::Nn(n) => n,
-                other => diffad_nn::Error::Candle(candle_core::Error::wrap(other)),
-            })?;
+            let terms = trainer
+                .losses(&x, Some(&noise), false)
+                .map_err(|e| match e {
+                    diffad_vae::Error::Nn(n) => n,
+                    other => diffad_nn::Error::Candle(candle_core::Error::wrap(other)),
+                })?;
             Ok(terms.total)
         },
         &opts,
