@@ -3,6 +3,9 @@
 //! 3 augmenters + blend). Compare with `crates/diffad-synth/scripts/bench_draem_masks.py`
 //! (DRAEM's NumPy mask generation); results in docs/benchmarks.md.
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 
 use candle_core::Device;

@@ -531,7 +531,7 @@ impl LdmTrainer {
             ));
         }
         let mut trainer = Self::new(meta.unet, meta.train, device)?;
-        load_varmap_from(&trainer.varmap, &file, "model.").map_err(file_error)?;
+        load_varmap_from(&trainer.varmap, &file, "model.", true).map_err(file_error)?;
         let get = |key: &str| file.tensors.get(key).cloned();
         trainer
             .optimizer

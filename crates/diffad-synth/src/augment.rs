@@ -142,7 +142,9 @@ fn gamma_contrast<R: RngCore + ?Sized>(px: &mut [u8], rng: &mut R) {
 /// Rounds and clips a 0..255-scale value.
 #[inline]
 fn q8(v: f32) -> f32 {
-    v.round().clamp(0.0, 255.0)
+    // Round half up after clamping: equal to `round` on [0, 255] and
+    // inlined (`f32::round` is a libm call on baseline x86_64).
+    (v.clamp(0.0, 255.0) + 0.5) as u8 as f32
 }
 
 fn multiply_and_add_to_brightness<R: RngCore + ?Sized>(px: &mut [u8], rng: &mut R) {
@@ -260,7 +262,8 @@ fn sharpness(px: &mut [u8], h: usize, w: usize, factor: f32) {
                 + u32::from(here[i])
                 + u32::from(below[i])
                 + 4 * u32::from(center[i]);
-            let smooth = (sum as f32 / 13.0).round();
+            // round(sum / 13) in integers (sum / 13 is never exactly k + 0.5).
+            let smooth = ((2 * sum + 13) / 26) as f32;
             let v = f32::from(center[i]);
             // PIL's blend truncates after clamping.
             out[i] = (smooth + factor * (v - smooth)).clamp(0.0, 255.0) as u8;

@@ -195,8 +195,9 @@ impl ImageF32 {
         Self::from_chw(dims[1], dims[2], &data)
     }
 
-    /// Bilinear resize (`image`'s triangle filter on the 8-bit version when
-    /// shrinking would lose precision is avoided: this works in `f32`).
+    /// Bilinear resize in `f32` with OpenCV's `INTER_LINEAR` sampling
+    /// positions (half-pixel centres, no antialiasing), as DRAEM's
+    /// `cv2.resize`.
     pub fn resize(&self, height: usize, width: usize) -> Result<Self> {
         check_size(height, width)?;
         if height == self.height && width == self.width {
@@ -347,20 +348,14 @@ pub(crate) fn with_scratch<T: Copy + Default + 'static, R>(
     len: usize,
     f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
-    let mut f = Some(f);
-    let res = key.with(|cell| {
-        let mut buf = cell.try_borrow_mut().ok()?;
-        buf.clear();
-        buf.resize(len, T::default());
-        let f = f.take()?;
-        Some(f(&mut buf[..]))
-    });
-    match (res, f) {
-        (Some(r), _) => r,
-        (None, Some(f)) => f(&mut vec![T::default(); len]),
-        // `f` was taken only when the closure ran and returned Some.
-        (None, None) => unreachable!("scratch closure consumed without result"),
-    }
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            buf.resize(len, T::default());
+            f(&mut buf[..])
+        }
+        Err(_) => f(&mut vec![T::default(); len]),
+    })
 }
 
 /// `round(clamp(v, 0, 1) * 255)` with NaN mapped to 0.
@@ -369,7 +364,8 @@ pub(crate) fn unit_to_u8(v: f32) -> u8 {
     if v.is_nan() {
         0
     } else {
-        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+        // Round half up (equal to `round` for non-negative values), inlined.
+        (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8
     }
 }
 
@@ -607,7 +603,9 @@ fn threshold_padded(
             }
             for (y, &(x_row, y_row, lo, hi)) in rows.iter().enumerate().take(y_end).skip(ty) {
                 let out_row = &mut out[y * w..(y + 1) * w];
-                for x in lo.max(tx)..hi.min(x_end).max(lo.max(tx)) {
+                let first = lo.max(tx);
+                let end = hi.min(x_end).max(first);
+                for (x, o) in out_row.iter_mut().enumerate().take(end).skip(first) {
                     let xs = x_row + cosf * x as f32;
                     let ys = y_row + -sinf * x as f32;
                     // Inside (0, W + 1) x (0, H + 1): the casts floor; `min`
@@ -615,7 +613,7 @@ fn threshold_padded(
                     let x0 = (xs as usize).min(w);
                     let y0 = (ys as usize).min(h);
                     let i00 = y0 * pw + x0;
-                    out_row[x] = match class[i00] {
+                    *o = match class[i00] {
                         0 => 0.0,
                         4 => 1.0,
                         _ => {
@@ -712,7 +710,7 @@ pub fn resize_rgb8(img: &RgbImage, height: usize, width: usize) -> Result<RgbIma
     let out = resize_bilinear::<3>(&src, h, w, height, width);
     let raw = out
         .iter()
-        .map(|&v| v.round().clamp(0.0, 255.0) as u8)
+        .map(|&v| (v.clamp(0.0, 255.0) + 0.5) as u8)
         .collect();
     RgbImage::from_raw(width as u32, height as u32, raw).ok_or(Error::BufferLength {
         shape: vec![height, width, 3],

@@ -66,9 +66,20 @@ fn hue(r: f32, g: f32, b: f32, max: f32, c: f32) -> f32 {
 /// RGB from hue (degrees), chroma `c` and the minimum component `m`.
 #[inline]
 fn from_hue_chroma(h: f32, c: f32, m: f32) -> (f32, f32, f32) {
-    let hp = h.rem_euclid(360.0) / 60.0;
-    let x = c * (1.0 - (hp % 2.0 - 1.0).abs());
-    let (r, g, b) = match hp as u32 {
+    // Wrap into [0, 360) without fmod (hue offsets are within one turn).
+    let mut h = h;
+    while h < 0.0 {
+        h += 360.0;
+    }
+    while h >= 360.0 {
+        h -= 360.0;
+    }
+    let hp = h / 60.0;
+    let sector = (hp as u32).min(5);
+    let f = hp - sector as f32;
+    // c * (1 - |hp mod 2 - 1|): rising edge in even sectors, falling in odd.
+    let x = c * if sector % 2 == 0 { f } else { 1.0 - f };
+    let (r, g, b) = match sector {
         0 => (c, x, 0.0),
         1 => (x, c, 0.0),
         2 => (0.0, c, x),
@@ -140,7 +151,7 @@ impl SrgbEncoder {
         let i = (x as usize).min(Self::N - 1);
         let f = x - i as f32;
         let v = self.table[i] + f * (self.table[i + 1] - self.table[i]);
-        v.round().clamp(0.0, 255.0) as u8
+        (v.clamp(0.0, 255.0) + 0.5) as u8
     }
 }
 

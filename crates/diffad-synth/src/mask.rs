@@ -47,14 +47,15 @@ impl Default for MaskConfig {
 }
 
 impl MaskConfig {
-    /// Checks the settings: `min <= max <= 16`, finite non-negative rotation,
+    /// Checks the settings: `min <= max <= 10` (a lattice of at most 1024
+    /// cells per axis; DRAEM uses at most 32), finite non-negative rotation,
     /// finite threshold.
     pub fn validate(&self) -> Result<()> {
-        if self.min_scale_exponent > self.max_scale_exponent || self.max_scale_exponent > 16 {
+        if self.min_scale_exponent > self.max_scale_exponent || self.max_scale_exponent > 10 {
             return Err(Error::InvalidConfig {
                 field: "scale exponents",
                 reason: format!(
-                    "need min <= max <= 16, got {}..={}",
+                    "need min <= max <= 10, got {}..={}",
                     self.min_scale_exponent, self.max_scale_exponent
                 ),
             });

@@ -293,7 +293,8 @@ pub struct PatternStyle {
     /// `colors[2]` (RGB in `[0, 1]`), linearly in between.
     pub colors: [[f32; 3]; 3],
     /// Number of features (noise cells, stripe periods, checker cells,
-    /// Worley cells) across the shorter image side; at least 1.
+    /// Worley cells) across the shorter image side; at least 1 (features
+    /// are never smaller than one pixel).
     pub frequency: f32,
     /// Orientation of stripes and checks, degrees.
     pub angle_degrees: f32,
@@ -338,7 +339,9 @@ impl PatternStyle {
             return Err(Error::NonFinite("pattern style"));
         }
         let side = height.min(width) as f32;
-        let period = side / self.frequency; // pixels per feature
+        // Pixels per feature; at least one pixel, so that absurd frequencies
+        // on small images cannot blow up the feature-point grid.
+        let period = (side / self.frequency).max(1.0);
         let a = self.angle_degrees.to_radians();
         let (sin, cos) = (a.sin(), a.cos());
         // Lattice resolution giving cells of about `period` pixels.
