@@ -13,6 +13,9 @@
 //! ```text
 //! cargo run --release --example diffusion -- [--steps 400] [--out target/diffusion_example.png]
 //! ```
+//!
+//! With the default 400 steps (~3 minutes on 2 cores) the loss is ~0.03 but DDIM from
+//! pure noise is still grainy; a few thousand steps give clean stripes.
 
 use std::f32::consts::PI;
 use std::path::PathBuf;

@@ -648,11 +648,12 @@ fn train_ldm(
     let normals = to_synth_images(images)?;
     let seed = config.seed;
     let batch_size = l.batch_size;
-    let batches = (start..total).map(|step| -> Result<(Tensor, Tensor)> {
+    let batch_device = device.clone();
+    let batches = (start..total).map(move |step| -> Result<(Tensor, Tensor)> {
         let (epoch, b) = (step / per_epoch, (step % per_epoch) as usize);
         let order = epoch_order(seed, epoch, n);
         let indices = &order[b * batch_size..((b + 1) * batch_size).min(n)];
-        let batch = synthesize(&synth, &normals, indices, epoch, &Device::Cpu)?;
+        let batch = synthesize(&synth, &normals, indices, epoch, &batch_device)?;
         // DRAEM may rotate the normal image; the target is the image the
         // anomaly was pasted on.
         Ok((batch.normal, batch.augmented))
