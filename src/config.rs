@@ -302,7 +302,7 @@ impl Config {
         c.segmenter.base_channels = 8;
         c.segmenter.learning_rate = 1e-3;
         c.segmenter.batch_size = 8;
-        c.segmenter.epochs = 8;
+        c.segmenter.epochs = 20;
         c.segmenter.reconstruction_ddim_steps = 5;
         c.inference.ddim_steps = 5;
         c.inference.score_kernel = 7;
