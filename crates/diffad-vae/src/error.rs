@@ -9,9 +9,11 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
-    /// An error raised by a shared layer of `diffad-nn`.
+    /// An error raised by a shared layer of `diffad-nn` (file errors of the shared
+    /// checkpoint I/O are mapped to [`Error::Io`], [`Error::CorruptFile`],
+    /// [`Error::WeightsMismatch`] and [`Error::Json`] instead).
     #[error(transparent)]
-    Nn(#[from] diffad_nn::Error),
+    Nn(diffad_nn::Error),
 
     /// A tensor handed to the crate does not have the shape it needs.
     #[error("{what}: expected {expected}, got shape {got:?}")]
@@ -53,7 +55,7 @@ pub enum Error {
         /// The file involved.
         path: PathBuf,
         /// Every mismatching tensor, by name.
-        mismatch: crate::checkpoint::WeightsMismatch,
+        mismatch: diffad_nn::checkpoint::WeightsMismatch,
     },
 
     /// A JSON file (config or training state) could not be read or written.
@@ -78,6 +80,20 @@ pub enum Error {
     /// Training data that cannot be used (empty set, wrong shapes, NaN values).
     #[error("invalid training data: {0}")]
     Data(String),
+}
+
+impl From<diffad_nn::Error> for Error {
+    fn from(e: diffad_nn::Error) -> Self {
+        use diffad_nn::Error as Nn;
+        match e {
+            Nn::Candle(e) => Self::Candle(e),
+            Nn::Io { path, source } => Self::Io { path, source },
+            Nn::Checkpoint { path, reason } => Self::CorruptFile { path, reason },
+            Nn::WeightsMismatch { path, mismatch } => Self::WeightsMismatch { path, mismatch },
+            Nn::Json { path, source } => Self::Json { path, source },
+            other => Self::Nn(other),
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

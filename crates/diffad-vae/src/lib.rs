@@ -16,7 +16,7 @@
 //! * training ([`train`]): reconstruction (L1/L2) + SSIM + `kl_weight`·KL, an optional
 //!   PatchGAN hinge loss from a given step ([`discriminator`]), a pluggable perceptual
 //!   term ([`loss::PerceptualLoss`]; LPIPS's VGG weights cannot be shipped), our own
-//!   [`optim::AdamW`] (its moments are saved in checkpoints), gradient clipping, warm-up,
+//!   [`AdamW`] (shared with the other trainers, from `diffad_nn::optim`) (its moments are saved in checkpoints), gradient clipping, warm-up,
 //!   atomic checkpoints and exact resume;
 //! * [`synthetic::synthetic_images`]: seeded toy images (gradients, stripes, discs) for
 //!   examples and tests.
@@ -38,26 +38,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod checkpoint;
 pub mod config;
 pub mod discriminator;
 pub mod distribution;
 pub mod error;
 pub mod loss;
 pub mod model;
-pub mod optim;
 pub mod synthetic;
 pub mod train;
 
 use candle_core::Tensor;
 
 pub use config::AutoencoderKlConfig;
+pub use diffad_nn::checkpoint;
+pub use diffad_nn::optim::{AdamW, AdamWConfig};
 pub use discriminator::{PatchGan, PatchGanConfig};
 pub use distribution::DiagonalGaussian;
 pub use error::{Error, Result};
 pub use loss::{PerceptualLoss, Reconstruction};
 pub use model::{AutoencoderKl, Decoder, Encoder};
-pub use optim::{AdamW, AdamWConfig};
 pub use train::{TrainingImages, VaeTrainConfig, VaeTrainer};
 
 /// An image ↔ latent codec (paper §3.2: the `E` and `D` of the LDM).

@@ -402,12 +402,12 @@ impl AutoencoderKl {
 
     /// Replaces the weights with those of a safetensors file (strict, all-or-nothing).
     pub fn load_weights(&self, path: &Path) -> Result<()> {
-        checkpoint::load_varmap(&self.varmap, path)
+        Ok(checkpoint::load_varmap(&self.varmap, path)?)
     }
 
     /// Saves the weights to a safetensors file atomically (`path.tmp`, then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        checkpoint::save_varmap(&self.varmap, path)
+        Ok(checkpoint::save_varmap(&self.varmap, path)?)
     }
 
     /// The architecture.

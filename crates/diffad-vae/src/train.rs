@@ -41,14 +41,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, load_json, save_json};
 use crate::config::AutoencoderKlConfig;
 use crate::discriminator::{PatchGan, PatchGanConfig};
 use crate::distribution::standard_normal;
 use crate::error::{Error, Result};
 use crate::loss::{self, PerceptualLoss, Reconstruction};
 use crate::model::{check_finite, AutoencoderKl};
-use crate::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
+use diffad_nn::checkpoint::{self, load_json, save_json, TensorFile};
+use diffad_nn::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
 
 /// A set of training images, each `(3, H, W)` with values in `[0, 1]`, all the same size.
 pub trait TrainingImages {
@@ -96,8 +96,20 @@ impl Default for DiscriminatorTrainConfig {
             patch_gan: PatchGanConfig::default(),
             start_step: 50_001,
             weight: 0.5,
-            optimizer: AdamWConfig::default(),
+            optimizer: ldm_autoencoder_adam(),
         }
+    }
+}
+
+/// LDM's autoencoder optimiser: `Adam(lr = 4.5e-6 · 16, betas = (0.5, 0.9))` with no
+/// weight decay; the paper's effective rate is 7.2e-5 (REFERENCE §2).
+pub fn ldm_autoencoder_adam() -> AdamWConfig {
+    AdamWConfig {
+        lr: 7.2e-5,
+        beta1: 0.5,
+        beta2: 0.9,
+        eps: 1e-8,
+        weight_decay: 0.0,
     }
 }
 
@@ -142,7 +154,7 @@ impl Default for VaeTrainConfig {
         Self {
             steps: 100_000,
             batch_size: 8,
-            optimizer: AdamWConfig::default(),
+            optimizer: ldm_autoencoder_adam(),
             warmup_steps: 0,
             max_grad_norm: None,
             reconstruction: Reconstruction::L1,
@@ -452,8 +464,7 @@ impl VaeTrainer {
         if !loss_value.is_finite() {
             return Err(Error::NonFinite { what: "loss", step });
         }
-        let grads = terms.total.backward()?;
-        let mut vae_grads = self.optimizer.gradients(&grads);
+        let mut grads = terms.total.backward()?;
 
         let mut generator = None;
         let mut adversarial_weight = None;
@@ -484,13 +495,14 @@ impl VaeTrainer {
                 let rec_norm = norm_of(grads.get(last))?;
                 let adv_norm = norm_of(g_grads.get(last))?;
                 let lambda = (rec_norm / (adv_norm + 1e-4)).clamp(0.0, 1e4) * dcfg.weight;
-                for (slot, (_, var)) in vae_grads.iter_mut().zip(self.optimizer.params()) {
+                for (_, var) in self.optimizer.params() {
                     if let Some(ga) = g_grads.get(var.as_tensor()) {
                         let ga = (ga * lambda)?;
-                        *slot = Some(match slot.take() {
+                        let sum = match grads.get(var.as_tensor()) {
                             Some(g) => (g + ga)?,
                             None => ga,
-                        });
+                        };
+                        grads.insert(var.as_tensor(), sum);
                     }
                 }
                 let g_value = g_loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -509,28 +521,29 @@ impl VaeTrainer {
                         step,
                     });
                 }
-                let d_grads = d_loss.backward()?;
-                let mut d_grads = gan_opt.gradients(&d_grads);
+                let mut d_grads = d_loss.backward()?;
                 if let Some(max) = max_grad_norm {
-                    clip_grad_norm(&mut d_grads, max)?;
+                    clip_grad_norm(gan_opt.params(), &mut d_grads, max)?;
                 }
-                gan_opt.step(&d_grads, dcfg.optimizer.lr * warmup)?;
+                gan_opt.set_lr(dcfg.optimizer.lr * warmup);
+                gan_opt.step(&d_grads)?;
                 discriminator = Some(d_value);
             }
         }
 
-        let norm = match self.config.max_grad_norm {
-            Some(max) => clip_grad_norm(&mut vae_grads, max)?,
-            None => grad_norm(&vae_grads)?,
-        };
+        let norm = grad_norm(self.optimizer.params(), &grads)?;
         if !norm.is_finite() {
             return Err(Error::NonFinite {
                 what: "gradient norm",
                 step,
             });
         }
+        if let Some(max) = self.config.max_grad_norm {
+            clip_grad_norm(self.optimizer.params(), &mut grads, max)?;
+        }
         let lr = self.learning_rate(step);
-        self.optimizer.step(&vae_grads, lr)?;
+        self.optimizer.set_lr(lr);
+        self.optimizer.step(&grads)?;
         self.step += 1;
         Ok(StepStats {
             step: self.step,
@@ -596,15 +609,19 @@ impl VaeTrainer {
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         self.vae.save(&tmp.join("vae.safetensors"))?;
+        let state = self.optimizer.state_tensors();
         checkpoint::save_tensors(
-            &self.optimizer.state_tensors(),
             &tmp.join("optimizer.safetensors"),
+            state.iter().map(|(n, t)| (n.as_str(), t)),
+            None,
         )?;
         if let Some((gan, opt, _)) = &self.discriminator {
             checkpoint::save_varmap(gan.varmap(), &tmp.join("discriminator.safetensors"))?;
+            let state = opt.state_tensors();
             checkpoint::save_tensors(
-                &opt.state_tensors(),
                 &tmp.join("discriminator_optimizer.safetensors"),
+                state.iter().map(|(n, t)| (n.as_str(), t)),
+                None,
             )?;
         }
         let state = TrainState {
@@ -665,17 +682,19 @@ impl VaeTrainer {
         vae.load_weights(&checkpoint_dir.join("vae.safetensors"))?;
         let mut trainer = Self::new(vae, config)?;
         let read = |name: &str| -> Result<BTreeMap<String, Tensor>> {
-            checkpoint::read_safetensors(&checkpoint_dir.join(name), device)
+            Ok(TensorFile::read(&checkpoint_dir.join(name), device)?.tensors)
         };
+        let moments = read("optimizer.safetensors")?;
         trainer
             .optimizer
-            .load_state(&read("optimizer.safetensors")?, state.optimizer_step)?;
+            .load_state(|k| moments.get(k).cloned(), state.optimizer_step)?;
         if let Some((gan, opt, _)) = &mut trainer.discriminator {
             let path = checkpoint_dir.join("discriminator.safetensors");
             if path.exists() {
                 checkpoint::load_varmap(gan.varmap(), &path)?;
+                let moments = read("discriminator_optimizer.safetensors")?;
                 opt.load_state(
-                    &read("discriminator_optimizer.safetensors")?,
+                    |k| moments.get(k).cloned(),
                     state.discriminator_optimizer_step,
                 )?;
             }

@@ -4,8 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use diffad_vae::checkpoint::read_safetensors;
+use diffad_vae::checkpoint::TensorFile;
 use diffad_vae::{AutoencoderKl, AutoencoderKlConfig, LatentCodec};
+
+/// Every tensor of a safetensors file, by name.
+fn read_tensors(
+    path: &Path,
+    device: &Device,
+) -> diffad_vae::Result<std::collections::BTreeMap<String, Tensor>> {
+    Ok(TensorFile::read(path, device)?.tensors)
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,7 +39,7 @@ fn load() -> (AutoencoderKl, std::collections::BTreeMap<String, Tensor>) {
     let config =
         AutoencoderKlConfig::from_diffusers_json(&fixture("tiny_vae_config.json")).unwrap();
     let vae = AutoencoderKl::load(config, &fixture("tiny_vae.safetensors"), &Device::Cpu).unwrap();
-    let io = read_safetensors(&fixture("tiny_vae_io.safetensors"), &Device::Cpu).unwrap();
+    let io = read_tensors(&fixture("tiny_vae_io.safetensors"), &Device::Cpu).unwrap();
     (vae, io)
 }
 
@@ -93,11 +101,11 @@ fn save_then_load_reproduces_outputs() {
     let b = again.encode_raw(&io["x"]).unwrap().mean;
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     // The file holds exactly diffusers' names.
-    let ours: Vec<String> = read_safetensors(&path, &Device::Cpu)
+    let ours: Vec<String> = read_tensors(&path, &Device::Cpu)
         .unwrap()
         .into_keys()
         .collect();
-    let theirs: Vec<String> = read_safetensors(&fixture("tiny_vae.safetensors"), &Device::Cpu)
+    let theirs: Vec<String> = read_tensors(&fixture("tiny_vae.safetensors"), &Device::Cpu)
         .unwrap()
         .into_keys()
         .collect();
@@ -106,7 +114,7 @@ fn save_then_load_reproduces_outputs() {
 
 #[test]
 fn ssim_matches_the_conv2d_reference() {
-    let io = read_safetensors(&fixture("ssim_io.safetensors"), &Device::Cpu).unwrap();
+    let io = read_tensors(&fixture("ssim_io.safetensors"), &Device::Cpu).unwrap();
     let map = diffad_vae::loss::ssim_map(&io["a"], &io["b"], 1.0).unwrap();
     let d = max_abs_diff(&map, &io["ssim_map"]);
     assert!(d < 1e-5, "ssim map differs by {d}");

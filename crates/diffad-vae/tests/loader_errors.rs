@@ -5,8 +5,25 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use diffad_vae::checkpoint::{read_safetensors, save_tensors};
+use diffad_vae::checkpoint::TensorFile;
 use diffad_vae::{AutoencoderKl, AutoencoderKlConfig, Error};
+
+/// Every tensor of a safetensors file, by name.
+fn read_tensors(
+    path: &Path,
+    device: &Device,
+) -> diffad_vae::Result<std::collections::BTreeMap<String, Tensor>> {
+    Ok(TensorFile::read(path, device)?.tensors)
+}
+
+/// Writes named tensors to a safetensors file.
+fn write_tensors(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    path: &Path,
+) -> diffad_vae::Result<()> {
+    let named = tensors.iter().map(|(n, t)| (n.as_str(), t));
+    Ok(diffad_vae::checkpoint::save_tensors(path, named, None)?)
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,7 +36,7 @@ fn config() -> AutoencoderKlConfig {
 }
 
 fn fixture_tensors() -> HashMap<String, Tensor> {
-    read_safetensors(&fixture("tiny_vae.safetensors"), &Device::Cpu)
+    read_tensors(&fixture("tiny_vae.safetensors"), &Device::Cpu)
         .unwrap()
         .into_iter()
         .collect()
@@ -83,7 +100,7 @@ fn mismatches_are_reported_by_name() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.safetensors");
-    save_tensors(&tensors, &path).unwrap();
+    write_tensors(&tensors, &path).unwrap();
     let vae = AutoencoderKl::new(config(), 0, &Device::Cpu).unwrap();
     let before = conv_in(&vae);
     match vae.load_weights(&path) {
@@ -135,7 +152,7 @@ fn non_finite_weights_are_rejected() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nan.safetensors");
-    save_tensors(&tensors, &path).unwrap();
+    write_tensors(&tensors, &path).unwrap();
     let vae = AutoencoderKl::new(config(), 0, &Device::Cpu).unwrap();
     match vae.load_weights(&path) {
         Err(Error::CorruptFile { reason, .. }) => assert!(reason.contains("encoder.conv_in.bias")),
@@ -152,7 +169,7 @@ fn half_precision_files_are_converted() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f16.safetensors");
-    save_tensors(&tensors, &path).unwrap();
+    write_tensors(&tensors, &path).unwrap();
     let vae = AutoencoderKl::load(config(), &path, &Device::Cpu).unwrap();
     let w = &vae.varmap().data().lock().unwrap()["encoder.conv_in.weight"];
     assert_eq!(w.dtype(), DType::F32);
