@@ -2,7 +2,7 @@
 //! dataset, all three stages trained with a shortened `tiny` config on the
 //! CPU, one prediction, and an MVTec-protocol evaluation.
 //!
-//! `cargo run --release --example quickstart` (about a minute on 2 cores).
+//! `cargo run --release --example quickstart` (1-2 minutes on 2 cores).
 
 use candle_core::Device;
 use diffad::data::{load_image, load_images, MvtecClass};
@@ -23,9 +23,9 @@ fn main() -> diffad::Result<()> {
 
     // 2. The tiny CPU preset (64x64 images), with fewer epochs.
     let mut config = Config::tiny();
-    config.vae.epochs = 4;
-    config.ldm.epochs = 8;
-    config.segmenter.epochs = 2;
+    config.vae.epochs = 6;
+    config.ldm.epochs = 10;
+    config.segmenter.epochs = 10;
     let size = config.data.image_size;
 
     // 3. Train VAE -> conditional LDM -> segmenter into a run directory

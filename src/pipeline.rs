@@ -524,7 +524,7 @@ fn train_vae(
         batch_size: v.batch_size,
         optimizer: diffad_vae::AdamWConfig {
             lr: v.learning_rate,
-            ..diffad_vae::AdamWConfig::default()
+            ..defaults.optimizer
         },
         kl_weight: v.kl_weight,
         discriminator,
