@@ -97,23 +97,7 @@ impl ImageF32 {
 
     /// Loads an image file (any format the `image` crate decodes) as RGB.
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let img = image::ImageReader::open(path)
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .with_guessed_format()
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .decode()
-            .map_err(|source| Error::Decode {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Self::from_rgb8(&img.to_rgb8())
+        Self::from_rgb8(&crate::texture::load_rgb8(path.as_ref())?)
     }
 
     /// Height in pixels.
