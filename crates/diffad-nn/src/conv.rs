@@ -132,12 +132,15 @@ impl Conv2d {
                 x.dims(),
             ));
         }
-        let y =
-            crate::conv_kernel::conv2d(x, &self.weight, c.padding, c.stride, c.dilation, c.groups)?;
-        match &self.bias {
-            Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
-            None => Ok(y),
-        }
+        Ok(crate::conv_kernel::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            c.padding,
+            c.stride,
+            c.dilation,
+            c.groups,
+        )?)
     }
 }
 

@@ -16,16 +16,15 @@
 //! Every other case (CUDA, half precision, grouped convolutions) uses Candle's `conv2d`,
 //! with a workaround for its backward's shape bug (see [`candle_conv2d`]).
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-/// Most elements of unfolded columns materialised at once (64 Mi values).
+/// Most elements of unfolded columns materialised at once (2 Mi values, 8 MB in `f32`):
+/// the columns of a band of output rows are built, multiplied and dropped while they are
+/// still in cache.
 #[cfg(not(test))]
-const COLS_BUDGET: usize = 1 << 26;
-/// The unit tests unfold one sample at a time, so that the chunked path is exercised (the
-/// integration tests use the real budget, one chunk per batch).
+const COLS_BUDGET: usize = 1 << 21;
+/// The unit tests unfold one output row at a time, so that the banded path is exercised.
 #[cfg(test)]
 const COLS_BUDGET: usize = 1;
 
@@ -102,9 +101,24 @@ impl Geometry {
         )
     }
 
-    /// How many samples to unfold at once.
-    fn chunk(&self, batch: usize) -> usize {
-        (COLS_BUDGET / (self.ckk() * self.l()).max(1)).clamp(1, batch.max(1))
+    /// How many output rows to unfold at once (a band), at least one.
+    fn band(&self) -> usize {
+        (COLS_BUDGET / (self.ckk() * self.wo).max(1)).clamp(1, self.ho.max(1))
+    }
+
+    /// Whether the column matrix of a sample is the sample itself (a 1x1, stride-1,
+    /// unpadded convolution), so that no unfolding is needed.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    /// Whether the input gradient is itself a convolution of the output gradient with the
+    /// flipped, transposed weight (stride 1, dilation 1, `p <= k - 1`).
+    fn has_transposed_conv(&self) -> bool {
+        self.stride == 1
+            && self.dilation == 1
+            && self.padding + 1 <= self.kh.min(self.kw)
+            && self.kh == self.kw
     }
 }
 
@@ -120,75 +134,379 @@ fn valid_range(off: usize, p: usize, s: usize, size: usize, out: usize) -> (usiz
     (lo.min(hi), hi)
 }
 
-/// Unfolds `x` `(n, C, H, W)` (contiguous) into the column matrix `(C·kh·kw, n·Ho·Wo)`
-/// (column `b·L + l` holds output position `l` of sample `b`), so that one gemm
-/// `W · cols` serves the whole chunk of samples.
-fn im2col<T: WithDType>(x: &[T], n: usize, g: &Geometry) -> Vec<T> {
-    let (l, hw) = (g.l(), g.h * g.w);
-    let mut cols = vec![T::zero(); g.ckk() * n * l];
-    cols.par_chunks_mut(l).enumerate().for_each(|(idx, dst)| {
-        let (r, b) = (idx / n, idx % n);
-        let (ci, u, v) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-        let plane = &x[(b * g.c + ci) * hw..(b * g.c + ci + 1) * hw];
-        let (i0, i1) = g.valid_i(u);
-        let (j0, j1) = g.valid_j(v);
-        if j0 >= j1 {
-            return;
-        }
-        for i in i0..i1 {
-            let y = i * g.stride + u * g.dilation - g.padding;
-            let src = &plane[y * g.w..(y + 1) * g.w];
-            let drow = &mut dst[i * g.wo..(i + 1) * g.wo];
-            let x0 = j0 * g.stride + v * g.dilation - g.padding;
-            if g.stride == 1 {
-                drow[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
-            } else {
-                for (k, d) in drow[j0..j1].iter_mut().enumerate() {
-                    *d = src[x0 + k * g.stride];
-                }
-            }
-        }
-    });
-    cols
-}
-
-/// Folds columns `(C·kh·kw, n·Ho·Wo)` back into `(n, C, H, W)`, summing overlaps (the
-/// adjoint of [`im2col`]).
-fn col2im<T: WithDType>(cols: &[T], n: usize, g: &Geometry) -> Vec<T> {
-    let (l, hw, kk) = (g.l(), g.h * g.w, g.kh * g.kw);
-    let mut out = vec![T::zero(); n * g.c * hw];
-    out.par_chunks_mut(hw)
+/// Unfolds output rows `i0..i1` of one sample `x` `(C, H, W)` (contiguous) into `cols`
+/// `(C·kh·kw, (i1 - i0)·Wo)`: `cols[(c, u, v), (i - i0)·Wo + j] = x[c, i·s + u·d - p,
+/// j·s + v·d - p]`, zero outside the image. Every element of `cols` is written.
+fn im2col_band<T: WithDType>(x: &[T], g: &Geometry, i0: usize, i1: usize, cols: &mut [T]) {
+    let (nc, hw) = ((i1 - i0) * g.wo, g.h * g.w);
+    cols.par_chunks_mut(nc)
+        .with_min_len(8)
         .enumerate()
-        .for_each(|(plane_idx, plane)| {
-            let (b, ci) = (plane_idx / g.c, plane_idx % g.c);
-            for u in 0..g.kh {
-                let (i0, i1) = g.valid_i(u);
-                for v in 0..g.kw {
-                    let (j0, j1) = g.valid_j(v);
-                    if j0 >= j1 {
-                        continue;
-                    }
-                    let row = ci * kk + u * g.kw + v;
-                    let src = &cols[(row * n + b) * l..(row * n + b + 1) * l];
-                    for i in i0..i1 {
-                        let y = i * g.stride + u * g.dilation - g.padding;
-                        let dst = &mut plane[y * g.w..(y + 1) * g.w];
-                        let x0 = j0 * g.stride + v * g.dilation - g.padding;
-                        let srow = &src[i * g.wo + j0..i * g.wo + j1];
-                        if g.stride == 1 {
-                            for (d, s) in dst[x0..x0 + srow.len()].iter_mut().zip(srow) {
-                                *d += *s;
-                            }
-                        } else {
-                            for (k, s) in srow.iter().enumerate() {
-                                dst[x0 + k * g.stride] += *s;
-                            }
-                        }
+        .for_each(|(r, dst)| {
+            let (ci, u, v) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+            let plane = &x[ci * hw..(ci + 1) * hw];
+            let (vi0, vi1) = g.valid_i(u);
+            let (j0, j1) = g.valid_j(v);
+            for (i, drow) in (i0..i1).zip(dst.chunks_exact_mut(g.wo)) {
+                if i < vi0 || i >= vi1 || j0 >= j1 {
+                    drow.fill(T::zero());
+                    continue;
+                }
+                drow[..j0].fill(T::zero());
+                drow[j1..].fill(T::zero());
+                let y = i * g.stride + u * g.dilation - g.padding;
+                let src = &plane[y * g.w..(y + 1) * g.w];
+                let x0 = j0 * g.stride + v * g.dilation - g.padding;
+                if g.stride == 1 {
+                    drow[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
+                } else {
+                    for (k, d) in drow[j0..j1].iter_mut().enumerate() {
+                        *d = src[x0 + k * g.stride];
                     }
                 }
             }
         });
-    out
+}
+
+/// Adds the columns of output rows `i0..i1` back into one sample `dx` `(C, H, W)`, summing
+/// overlaps (the adjoint of [`im2col_band`]). Parallel over channels, which own disjoint
+/// planes.
+fn col2im_band<T: WithDType>(cols: &[T], g: &Geometry, i0: usize, i1: usize, dx: &mut [T]) {
+    let (nc, hw, kk) = ((i1 - i0) * g.wo, g.h * g.w, g.kh * g.kw);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(ci, plane)| {
+        for u in 0..g.kh {
+            let (vi0, vi1) = g.valid_i(u);
+            for v in 0..g.kw {
+                let (j0, j1) = g.valid_j(v);
+                if j0 >= j1 {
+                    continue;
+                }
+                let row = ci * kk + u * g.kw + v;
+                let src = &cols[row * nc..(row + 1) * nc];
+                for i in i0.max(vi0)..i1.min(vi1) {
+                    let y = i * g.stride + u * g.dilation - g.padding;
+                    let dst = &mut plane[y * g.w..(y + 1) * g.w];
+                    let x0 = j0 * g.stride + v * g.dilation - g.padding;
+                    let srow = &src[(i - i0) * g.wo + j0..(i - i0) * g.wo + j1];
+                    if g.stride == 1 {
+                        for (d, s) in dst[x0..x0 + srow.len()].iter_mut().zip(srow) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (k, s) in srow.iter().enumerate() {
+                            dst[x0 + k * g.stride] += *s;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A dense matrix operand of [`gemm`]: a pointer with row and column strides (in elements).
+#[derive(Clone, Copy)]
+struct Mat<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
+impl<T> Mat<T> {
+    /// A row-major matrix with `cols` columns starting at `s[offset]`.
+    fn rows(s: &[T], offset: usize, cols: usize) -> Self {
+        Self {
+            ptr: s[offset..].as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
+    /// The transposed view.
+    fn t(self) -> Self {
+        Self {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// `dst = [dst +] lhs · rhs` with `lhs` `(m, k)`, `rhs` `(k, n)` and `dst` row-major with row
+/// stride `dst_rs`, through the `gemm` crate (AVX-512 kernels where the CPU has them,
+/// parallel on Rayon's pool).
+///
+/// # Safety
+/// `lhs`, `rhs` must address `m·k`, `k·n` valid elements through their strides, and
+/// `dst[..]` must hold the `(m, n)` block at row stride `dst_rs`; none may alias `dst`.
+unsafe fn gemm<T: WithDType>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+) {
+    debug_assert!(m == 0 || n == 0 || dst.len() >= (m - 1) * dst_rs + n);
+    // SAFETY: the caller guarantees the extents; `T` is `f32` or `f64`, which gemm supports.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        )
+    }
+}
+
+/// Sets `y[o, off..off + n] = bias[o]` for every row `o` of `y` `(C_out, L)`.
+fn fill_bias<T: WithDType>(y: &mut [T], l: usize, off: usize, n: usize, bias: &[T]) {
+    y.par_chunks_mut(l)
+        .zip(bias.par_iter())
+        .for_each(|(row, b)| row[off..off + n].fill(*b));
+}
+
+/// Runs `f` on a scratch buffer of `len` elements, reused across calls on the same thread
+/// (the column bands of the big convolutions are megabytes; allocating them afresh on every
+/// call costs page faults). Its contents on entry are unspecified.
+fn with_scratch<T: WithDType, R>(slot: usize, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: [RefCell<Vec<f64>>; 3] = const {
+            [RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new())]
+        };
+    }
+    let words = (len * std::mem::size_of::<T>()).div_ceil(std::mem::size_of::<f64>());
+    SCRATCH.with(|cells| match cells[slot].try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < words {
+                *buf = vec![0.0; words];
+            }
+            // SAFETY: `T` is `f32` or `f64` (the only dtypes this module dispatches), whose
+            // alignment is at most that of `f64`, and `words` f64s hold `len` values of `T`;
+            // every bit pattern is a valid float.
+            let slice =
+                unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<T>(), len) };
+            f(slice)
+        }
+        // Re-entered on this thread: fall back to a fresh buffer.
+        Err(_) => f(&mut vec![T::zero(); len]),
+    })
+}
+
+/// `y = conv(x, w) + bias` on raw contiguous slices: `x` `(B, C, H, W)`, `w`
+/// `(C_out, C·kh·kw)`, `bias` `(C_out)`, giving `(B, C_out, Ho, Wo)`. Per sample and band of
+/// output rows: unfold, then one gemm accumulating into the bias-filled output.
+fn conv_forward<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    c_out: usize,
+    g: &Geometry,
+) -> Vec<T> {
+    let batch = x.len() / (g.c * g.h * g.w).max(1);
+    let mut y = vec![T::zero(); batch * c_out * g.l()];
+    conv_forward_into(x, w, bias, c_out, g, &mut y);
+    y
+}
+
+/// [`conv_forward`] into `y` `(B, C_out, Ho, Wo)`.
+fn conv_forward_into<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    c_out: usize,
+    g: &Geometry,
+    y: &mut [T],
+) {
+    let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
+    let batch = x.len() / chw.max(1);
+    if l == 0 || c_out == 0 {
+        return;
+    }
+    let pointwise = g.is_pointwise();
+    let band = if pointwise { g.ho } else { g.band() };
+    let scratch = if pointwise { 0 } else { ckk * band * g.wo };
+    with_scratch(0, scratch, |cols: &mut [T]| {
+        for b in 0..batch {
+            let xs = &x[b * chw..(b + 1) * chw];
+            let ys = &mut y[b * c_out * l..(b + 1) * c_out * l];
+            for i0 in (0..g.ho).step_by(band) {
+                let i1 = (i0 + band).min(g.ho);
+                let nc = (i1 - i0) * g.wo;
+                let cols: &[T] = if pointwise {
+                    xs
+                } else {
+                    im2col_band(xs, g, i0, i1, &mut cols[..ckk * nc]);
+                    &cols[..ckk * nc]
+                };
+                if let Some(bias) = bias {
+                    fill_bias(ys, l, i0 * g.wo, nc, bias);
+                }
+                // SAFETY: `w` is (C_out, CKK), `cols` is (CKK, nc), and the destination
+                // block starts at output row i0 with row stride L, inside `ys`.
+                unsafe {
+                    gemm(
+                        (c_out, nc, ckk),
+                        &mut ys[i0 * g.wo..],
+                        l,
+                        bias.is_some(),
+                        Mat::rows(w, 0, ckk),
+                        Mat::rows(cols, 0, nc),
+                    )
+                };
+            }
+        }
+    });
+}
+
+/// `dst (cols, rows) = srcᵀ` for `src` `(rows, cols)` at row stride `src_rs`, in tiles.
+fn transpose_into<T: WithDType>(src: &[T], rows: usize, cols: usize, src_rs: usize, dst: &mut [T]) {
+    const TILE: usize = 32;
+    dst[..rows * cols]
+        .par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(tj, block)| {
+            let j0 = tj * TILE;
+            let nj = block.len() / rows;
+            for i0 in (0..rows).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    let srow = &src[i * src_rs + j0..i * src_rs + j0 + nj];
+                    for (dj, v) in srow.iter().enumerate() {
+                        block[dj * rows + i] = *v;
+                    }
+                }
+            }
+        });
+}
+
+/// The gradients of [`conv_forward`] into `dw` `(C_out, CKK)` and, when given, the zeroed
+/// `dx`: `dW = Σ_b gy_b · cols_bᵀ`, `dx = col2im(Wᵀ · gy)`.
+///
+/// `dW` is accumulated transposed, `dWᵀ += cols · gyᵀ`, with the band of `gy` transposed
+/// first: gemm is several times faster when neither operand is read along the reduction
+/// dimension as its right-hand side.
+fn conv_backward<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    c_out: usize,
+    g: &Geometry,
+    dw: &mut [T],
+    dx: Option<&mut [T]>,
+) {
+    let (l, ckk) = (g.l(), g.ckk());
+    if l == 0 || c_out == 0 {
+        return;
+    }
+    let with_dx = dx.is_some();
+    let pointwise = g.is_pointwise();
+    let band = if pointwise { g.ho } else { g.band() };
+    let band_len = band * g.wo;
+    let n_cols = if pointwise { 0 } else { ckk * band_len };
+    let n_dcols = if with_dx { n_cols } else { 0 };
+    with_scratch(0, n_cols, |cols: &mut [T]| {
+        with_scratch(1, n_dcols, |dcols: &mut [T]| {
+            with_scratch(2, band_len * c_out, |gy_t: &mut [T]| {
+                backward_bands(x, w, gy, c_out, g, band, cols, dcols, gy_t, dw, dx)
+            })
+        })
+    });
+}
+
+/// The band loop of [`conv_backward`], on its scratch buffers.
+#[allow(clippy::too_many_arguments)]
+fn backward_bands<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    gy: &[T],
+    c_out: usize,
+    g: &Geometry,
+    band: usize,
+    cols: &mut [T],
+    dcols: &mut [T],
+    gy_t: &mut [T],
+    dw: &mut [T],
+    mut dx: Option<&mut [T]>,
+) {
+    let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
+    let batch = x.len() / chw.max(1);
+    let pointwise = g.is_pointwise();
+    let mut dw_t = vec![T::zero(); ckk * c_out];
+    let mut first = true;
+    for b in 0..batch {
+        let xs = &x[b * chw..(b + 1) * chw];
+        let gys = &gy[b * c_out * l..(b + 1) * c_out * l];
+        for i0 in (0..g.ho).step_by(band) {
+            let i1 = (i0 + band).min(g.ho);
+            let nc = (i1 - i0) * g.wo;
+            let cols: &[T] = if pointwise {
+                xs
+            } else {
+                im2col_band(xs, g, i0, i1, &mut cols[..ckk * nc]);
+                &cols[..ckk * nc]
+            };
+            transpose_into(&gys[i0 * g.wo..], c_out, nc, l, gy_t);
+            // SAFETY: dWᵀ (CKK, C_out) += cols (CKK, nc) · gy_bandᵀ (nc, C_out).
+            unsafe {
+                gemm(
+                    (ckk, c_out, nc),
+                    &mut dw_t,
+                    c_out,
+                    !first,
+                    Mat::rows(cols, 0, nc),
+                    Mat::rows(gy_t, 0, c_out),
+                )
+            };
+            first = false;
+            let Some(dx) = dx.as_mut() else { continue };
+            let dxs = &mut dx[b * chw..(b + 1) * chw];
+            // The output gradient of this band: (C_out, nc) at row stride L.
+            let gy_band = Mat::rows(gys, i0 * g.wo, l);
+            if pointwise {
+                // SAFETY: dx_b (C, L) = Wᵀ (C, C_out) · gy_b (C_out, L).
+                unsafe {
+                    gemm(
+                        (ckk, l, c_out),
+                        dxs,
+                        l,
+                        false,
+                        Mat::rows(w, 0, ckk).t(),
+                        gy_band,
+                    )
+                };
+                continue;
+            }
+            let dcols = &mut dcols[..ckk * nc];
+            // SAFETY: dcols (CKK, nc) = Wᵀ (CKK, C_out) · gy_band (C_out, nc).
+            unsafe {
+                gemm(
+                    (ckk, nc, c_out),
+                    dcols,
+                    nc,
+                    false,
+                    Mat::rows(w, 0, ckk).t(),
+                    gy_band,
+                )
+            };
+            col2im_band(dcols, g, i0, i1, dxs);
+        }
+    }
+    transpose_into(&dw_t, ckk, c_out, c_out, dw);
 }
 
 fn contiguous_slice<'a, T: WithDType>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
@@ -198,81 +516,112 @@ fn contiguous_slice<'a, T: WithDType>(s: &'a [T], l: &Layout) -> candle_core::Re
     }
 }
 
-/// `im2col` as a custom op without backward: `(n, C, H, W)` to `(C·kh·kw, n·Ho·Wo)`.
-struct Im2Col(Geometry);
+/// `w'[c, o, u, v] = w[o, c, k - 1 - u, k - 1 - v]`: the weight of the transposed
+/// convolution, `(C, C_out·k·k)` from `(C_out, C·k·k)`.
+fn flip_transpose<T: WithDType>(w: &[T], c_out: usize, c: usize, kk: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); w.len()];
+    for o in 0..c_out {
+        for ci in 0..c {
+            let src = &w[(o * c + ci) * kk..(o * c + ci + 1) * kk];
+            let dst = &mut out[(ci * c_out + o) * kk..(ci * c_out + o + 1) * kk];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
+}
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "diffad-im2col"
+/// All gradients of the convolution, flattened into one vector `[dW, db, dx]`, with
+/// `db[o] = Σ_{b, l} gy[b, o, l]`.
+///
+/// With stride 1, dilation 1 and `p <= k - 1`, the input gradient is the convolution of the
+/// output gradient with the flipped, transposed weight and padding `k - 1 - p`, which runs
+/// through the fast forward path; otherwise it is `col2im(Wᵀ · gy)`.
+fn conv_grads<T: WithDType>(x: &[T], w: &[T], gy: &[T], c_out: usize, g: &Geometry) -> Vec<T> {
+    let l = g.l();
+    let mut out = vec![T::zero(); w.len() + c_out + x.len()];
+    let (dw, rest) = out.split_at_mut(w.len());
+    let (db, dx) = rest.split_at_mut(c_out);
+    db.par_iter_mut().enumerate().for_each(|(o, d)| {
+        *d = gy
+            .chunks_exact(c_out * l)
+            .map(|gb| gb[o * l..(o + 1) * l].iter().fold(T::zero(), |a, v| a + *v))
+            .fold(T::zero(), |a, v| a + v);
+    });
+    if g.has_transposed_conv() && !g.is_pointwise() {
+        conv_backward(x, w, gy, c_out, g, dw, None);
+        let k = g.kh;
+        let gt = Geometry {
+            c: c_out,
+            h: g.ho,
+            w: g.wo,
+            padding: k - 1 - g.padding,
+            ho: g.h,
+            wo: g.w,
+            ..*g
+        };
+        let wt = flip_transpose(w, c_out, g.c, k * k);
+        conv_forward_into(gy, &wt, None, g.c, &gt, dx);
+    } else {
+        conv_backward(x, w, gy, c_out, g, dw, Some(dx));
+    }
+    out
+}
+
+/// The convolution as one differentiable custom op of `(x, weight)` or, with a bias,
+/// `(x, weight, bias)` (see the module doc).
+struct Conv2dOp(Geometry);
+
+/// The gradients of [`Conv2dOp`] as a custom op of `(x, weight, grad_output)` without
+/// backward, giving `[dW, db, dx]` flattened.
+struct Conv2dGrads(Geometry);
+
+/// Borrows contiguous `f32`/`f64` storages of one dtype and applies `f` to them.
+macro_rules! with_slices {
+    ($name:expr, [$(($s:expr, $l:expr)),+], |$($v:ident),+| $body:expr) => {
+        match ($($s,)+) {
+            ($(CpuStorage::F32($v),)+) => {
+                $(let $v = contiguous_slice($v, $l)?;)+
+                CpuStorage::F32($body)
+            }
+            ($(CpuStorage::F64($v),)+) => {
+                $(let $v = contiguous_slice($v, $l)?;)+
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: f32 or f64 tensors of one dtype only", $name),
+        }
+    };
+}
+
+impl Conv2dOp {
+    fn out_shape(&self, x: &Layout, w: &Layout) -> Shape {
+        Shape::from((x.dims()[0], w.dims()[0], self.0.ho, self.0.wo))
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = l.dims()[0];
-        let g = &self.0;
-        let shape = Shape::from((g.ckk(), n * g.l()));
-        match s {
-            CpuStorage::F32(v) => Ok((
-                CpuStorage::F32(im2col(contiguous_slice(v, l)?, n, g)),
-                shape,
-            )),
-            CpuStorage::F64(v) => Ok((
-                CpuStorage::F64(im2col(contiguous_slice(v, l)?, n, g)),
-                shape,
-            )),
-            _ => candle_core::bail!("diffad-im2col: unsupported dtype (f32 and f64 only)"),
-        }
+    /// `(dx, dW, db)` through [`Conv2dGrads`].
+    fn grads(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let grads = x.detach().apply_op3_no_bwd(
+            &weight.detach(),
+            &grad.detach().contiguous()?,
+            &Conv2dGrads(self.0),
+        )?;
+        let (nw, c_out) = (weight.elem_count(), weight.dim(0)?);
+        let dw = grads.narrow(0, 0, nw)?.reshape(weight.shape())?;
+        let db = grads.narrow(0, nw, c_out)?;
+        let dx = grads
+            .narrow(0, nw + c_out, x.elem_count())?
+            .reshape(x.shape())?;
+        Ok((dx, dw, db))
     }
 }
 
-/// `col2im` as a custom op without backward: `(C·kh·kw, n·Ho·Wo)` to `(n, C, H, W)`.
-struct Col2Im(Geometry);
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "diffad-col2im"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = l.dims()[1] / self.0.l().max(1);
-        let g = &self.0;
-        let shape = Shape::from((n, g.c, g.h, g.w));
-        match s {
-            CpuStorage::F32(v) => Ok((
-                CpuStorage::F32(col2im(contiguous_slice(v, l)?, n, g)),
-                shape,
-            )),
-            CpuStorage::F64(v) => Ok((
-                CpuStorage::F64(col2im(contiguous_slice(v, l)?, n, g)),
-                shape,
-            )),
-            _ => candle_core::bail!("diffad-col2im: unsupported dtype (f32 and f64 only)"),
-        }
-    }
-}
-
-/// The convolution as one differentiable custom op of `(x, weight)` (see the module doc).
-struct Im2ColConv2d(Geometry);
-
-impl Im2ColConv2d {
-    /// `y = W · im2col(x)`, a few samples at a time, with tensors on the CPU.
-    fn forward(&self, x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-        let g = &self.0;
-        let (b, c_out) = (x.dim(0)?, weight.dim(0)?);
-        let wmat = weight.reshape((c_out, g.ckk()))?;
-        let chunk = g.chunk(b);
-        let mut outs = Vec::with_capacity(b.div_ceil(chunk));
-        for start in (0..b).step_by(chunk) {
-            let n = chunk.min(b - start);
-            let cols = x.narrow(0, start, n)?.apply_op1_no_bwd(&Im2Col(*g))?;
-            // (C_out, CKK) · (CKK, n·L) -> (C_out, n, L) -> (n, C_out, L).
-            let y = wmat.matmul(&cols)?.reshape((c_out, n, g.l()))?;
-            outs.push(y.transpose(0, 1)?);
-        }
-        Tensor::cat(&outs, 0)?.reshape((b, c_out, g.ho, g.wo))
-    }
-}
-
-impl CustomOp2 for Im2ColConv2d {
+impl CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
         "diffad-conv2d"
     }
@@ -284,24 +633,11 @@ impl CustomOp2 for Im2ColConv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn tensor(s: &CpuStorage, l: &Layout) -> candle_core::Result<Tensor> {
-            match s {
-                CpuStorage::F32(v) => {
-                    Tensor::from_slice(contiguous_slice(v, l)?, l.shape(), &Device::Cpu)
-                }
-                CpuStorage::F64(v) => {
-                    Tensor::from_slice(contiguous_slice(v, l)?, l.shape(), &Device::Cpu)
-                }
-                _ => candle_core::bail!("diffad-conv2d: unsupported dtype (f32 and f64 only)"),
-            }
-        }
-        let y = self.forward(&tensor(s1, l1)?, &tensor(s2, l2)?)?;
-        let shape = y.shape().clone();
-        let y = y.flatten_all()?;
-        match y.dtype() {
-            DType::F32 => Ok((CpuStorage::F32(y.to_vec1()?), shape)),
-            _ => Ok((CpuStorage::F64(y.to_vec1()?), shape)),
-        }
+        let c_out = l2.dims()[0];
+        let out = with_slices!(CustomOp2::name(self), [(s1, l1), (s2, l2)], |x, w| {
+            conv_forward(x, w, None, c_out, &self.0)
+        });
+        Ok((out, self.out_shape(l1, l2)))
     }
 
     fn bwd(
@@ -311,32 +647,67 @@ impl CustomOp2 for Im2ColConv2d {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = &self.0;
-        let (b, c_out) = (x.dim(0)?, weight.dim(0)?);
-        let x = x.detach();
-        let wmat = weight.detach().reshape((c_out, g.ckk()))?;
-        let wmat_t = wmat.t()?;
-        let grad = grad.detach().reshape((b, c_out, g.l()))?;
-        let chunk = g.chunk(b);
-        let mut grad_w = Tensor::zeros((c_out, g.ckk()), x.dtype(), x.device())?;
-        let mut grad_x = Vec::with_capacity(b.div_ceil(chunk));
-        for start in (0..b).step_by(chunk) {
-            let n = chunk.min(b - start);
-            let cols = x.narrow(0, start, n)?.apply_op1_no_bwd(&Im2Col(*g))?;
-            // The output gradient as (C_out, n·L), matching the columns' layout.
-            let gy = grad
-                .narrow(0, start, n)?
-                .transpose(0, 1)?
-                .contiguous()?
-                .reshape((c_out, n * g.l()))?;
-            // dW = gy · colsᵀ (the transpose is a strided view that gemm reads directly).
-            grad_w = (grad_w + gy.matmul(&cols.t()?)?)?;
-            // dx = col2im(Wᵀ · gy).
-            let dcols = wmat_t.matmul(&gy)?;
-            grad_x.push(dcols.apply_op1_no_bwd(&Col2Im(*g))?);
-        }
-        let grad_x = Tensor::cat(&grad_x, 0)?;
-        Ok((Some(grad_x), Some(grad_w.reshape(weight.shape())?)))
+        let (dx, dw, _) = self.grads(x, weight, grad)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "diffad-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let c_out = l2.dims()[0];
+        let out = with_slices!(
+            CustomOp3::name(self),
+            [(s1, l1), (s2, l2), (s3, l3)],
+            |x, w, b| conv_forward(x, w, Some(b), c_out, &self.0)
+        );
+        Ok((out, self.out_shape(l1, l2)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.grads(x, weight, grad)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl CustomOp3 for Conv2dGrads {
+    fn name(&self) -> &'static str {
+        "diffad-conv2d-grads"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let c_out = l2.dims()[0];
+        let n = l1.shape().elem_count() + l2.shape().elem_count() + c_out;
+        let out = with_slices!(self.name(), [(s1, l1), (s2, l2), (s3, l3)], |x, w, gy| {
+            conv_grads(x, w, gy, c_out, &self.0)
+        });
+        Ok((out, Shape::from(n)))
     }
 }
 
@@ -374,10 +745,12 @@ pub(crate) fn candle_conv2d(
     cropped.conv2d(weight, 0, stride, dilation, groups)
 }
 
-/// The im2col/gemm convolution (CPU, `f32`/`f64`, one group), differentiable.
+/// The im2col/gemm convolution (CPU, `f32`/`f64`, one group) with an optional bias `(C_out)`,
+/// differentiable in all its inputs.
 pub(crate) fn im2col_conv2d(
     x: &Tensor,
     weight: &Tensor,
+    bias: Option<&Tensor>,
     padding: usize,
     stride: usize,
     dilation: usize,
@@ -388,15 +761,19 @@ pub(crate) fn im2col_conv2d(
         candle_core::bail!("conv2d: input has {c} channels, weight expects {c_in}")
     }
     let g = Geometry::new((c, h, w), (kh, kw), padding, stride, dilation)?;
-    x.contiguous()?
-        .apply_op2(&weight.contiguous()?, Im2ColConv2d(g))
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        Some(b) => x.apply_op3(&weight, &b.contiguous()?, Conv2dOp(g)),
+        None => x.apply_op2(&weight, Conv2dOp(g)),
+    }
 }
 
-/// `conv2d` with PyTorch semantics (see [`crate::conv`]), without bias: the im2col kernel
-/// where it applies, Candle's otherwise.
+/// `conv2d` with PyTorch semantics (see [`crate::conv`]) plus an optional bias `(C_out)`: the
+/// im2col kernel where it applies (bias fused), Candle's otherwise.
 pub(crate) fn conv2d(
     x: &Tensor,
     weight: &Tensor,
+    bias: Option<&Tensor>,
     padding: usize,
     stride: usize,
     dilation: usize,
@@ -405,17 +782,22 @@ pub(crate) fn conv2d(
     let fast = x.device().is_cpu()
         && groups == 1
         && matches!(x.dtype(), DType::F32 | DType::F64)
-        && x.dtype() == weight.dtype();
+        && x.dtype() == weight.dtype()
+        && bias.is_none_or(|b| b.dtype() == x.dtype());
     if fast {
-        im2col_conv2d(x, weight, padding, stride, dilation)
-    } else {
-        candle_conv2d(x, weight, padding, stride, dilation, groups)
+        return im2col_conv2d(x, weight, bias, padding, stride, dilation);
+    }
+    let y = candle_conv2d(x, weight, padding, stride, dilation, groups)?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
         use rand::{Rng, SeedableRng};
@@ -448,8 +830,12 @@ mod tests {
                 seed += 1;
                 let x = candle_core::Var::from_tensor(&rand(&[2, 3, h, w], seed)).unwrap();
                 let wt = candle_core::Var::from_tensor(&rand(&[4, 3, k, k], seed + 100)).unwrap();
-                let ours = im2col_conv2d(&x, &wt, p, s, d).unwrap();
-                let theirs = candle_conv2d(&x, &wt, p, s, d, 1).unwrap();
+                let bias = candle_core::Var::from_tensor(&rand(&[4], seed + 300)).unwrap();
+                let ours = im2col_conv2d(&x, &wt, Some(&bias), p, s, d).unwrap();
+                let theirs = candle_conv2d(&x, &wt, p, s, d, 1)
+                    .unwrap()
+                    .broadcast_add(&bias.reshape((1, 4, 1, 1)).unwrap())
+                    .unwrap();
                 assert_eq!(ours.dims(), theirs.dims());
                 let r = rand(ours.dims(), seed + 200);
                 let go = (ours.clone() * &r)
@@ -483,6 +869,17 @@ mod tests {
                 assert!(
                     diff(go.get(&x).unwrap(), gt.get(&x).unwrap()) < 1e-12,
                     "dx {what}"
+                );
+                assert!(
+                    diff(go.get(&bias).unwrap(), gt.get(&bias).unwrap()) < 1e-12,
+                    "db {what}"
+                );
+                // Without a bias, through the two-input op.
+                let plain = im2col_conv2d(&x, &wt, None, p, s, d).unwrap();
+                let reference = candle_conv2d(&x, &wt, p, s, d, 1).unwrap();
+                assert!(
+                    diff(&plain, &reference) < 1e-12,
+                    "forward without bias {what}"
                 );
             }
         }
