@@ -615,7 +615,7 @@ impl UNet {
                 h = up.forward(&h)?;
             }
         }
-        let h = self.conv_norm_out.forward(&h)?.silu()?;
+        let h = diffad_nn::silu(&self.conv_norm_out.forward(&h)?)?;
         Ok(self.conv_out.forward(&h)?)
     }
 }

@@ -117,7 +117,7 @@ impl Geometry {
     fn has_transposed_conv(&self) -> bool {
         self.stride == 1
             && self.dilation == 1
-            && self.padding + 1 <= self.kh.min(self.kw)
+            && self.padding < self.kh.min(self.kw)
             && self.kh == self.kw
     }
 }
@@ -134,12 +134,20 @@ fn valid_range(off: usize, p: usize, s: usize, size: usize, out: usize) -> (usiz
     (lo.min(hi), hi)
 }
 
-/// Unfolds output rows `i0..i1` of one sample `x` `(C, H, W)` (contiguous) into `cols`
-/// `(C·kh·kw, (i1 - i0)·Wo)`: `cols[(c, u, v), (i - i0)·Wo + j] = x[c, i·s + u·d - p,
-/// j·s + v·d - p]`, zero outside the image. Every element of `cols` is written.
-fn im2col_band<T: WithDType>(x: &[T], g: &Geometry, i0: usize, i1: usize, cols: &mut [T]) {
+/// Unfolds output rows `i0..i1` of one sample `x` `(C, H, W)` (contiguous) into the first
+/// `nc = (i1 - i0)·Wo` columns of `cols`, a `(C·kh·kw, ld)` row-major block:
+/// `cols[(c, u, v), (i - i0)·Wo + j] = x[c, i·s + u·d - p, j·s + v·d - p]`, zero outside the
+/// image. Every element of those columns is written.
+fn im2col_band<T: WithDType>(
+    x: &[T],
+    g: &Geometry,
+    (i0, i1): (usize, usize),
+    cols: &mut [T],
+    ld: usize,
+) {
     let (nc, hw) = ((i1 - i0) * g.wo, g.h * g.w);
-    cols.par_chunks_mut(nc)
+    cols[..(g.ckk() - 1) * ld + nc]
+        .par_chunks_mut(ld)
         .with_min_len(8)
         .enumerate()
         .for_each(|(r, dst)| {
@@ -168,10 +176,17 @@ fn im2col_band<T: WithDType>(x: &[T], g: &Geometry, i0: usize, i1: usize, cols: 
         });
 }
 
-/// Adds the columns of output rows `i0..i1` back into one sample `dx` `(C, H, W)`, summing
+/// Adds the first `(i1 - i0)·Wo` columns of `cols` `(C·kh·kw, ld)`, the columns of output
+/// rows `i0..i1`, back into one sample `dx` `(C, H, W)`, summing
 /// overlaps (the adjoint of [`im2col_band`]). Parallel over channels, which own disjoint
 /// planes.
-fn col2im_band<T: WithDType>(cols: &[T], g: &Geometry, i0: usize, i1: usize, dx: &mut [T]) {
+fn col2im_band<T: WithDType>(
+    cols: &[T],
+    ld: usize,
+    g: &Geometry,
+    (i0, i1): (usize, usize),
+    dx: &mut [T],
+) {
     let (nc, hw, kk) = ((i1 - i0) * g.wo, g.h * g.w, g.kh * g.kw);
     dx.par_chunks_mut(hw).enumerate().for_each(|(ci, plane)| {
         for u in 0..g.kh {
@@ -182,7 +197,7 @@ fn col2im_band<T: WithDType>(cols: &[T], g: &Geometry, i0: usize, i1: usize, dx:
                     continue;
                 }
                 let row = ci * kk + u * g.kw + v;
-                let src = &cols[row * nc..(row + 1) * nc];
+                let src = &cols[row * ld..row * ld + nc];
                 for i in i0.max(vi0)..i1.min(vi1) {
                     let y = i * g.stride + u * g.dilation - g.padding;
                     let dst = &mut plane[y * g.w..(y + 1) * g.w];
@@ -351,7 +366,7 @@ fn conv_forward_into<T: WithDType>(
                 let cols: &[T] = if pointwise {
                     xs
                 } else {
-                    im2col_band(xs, g, i0, i1, &mut cols[..ckk * nc]);
+                    im2col_band(xs, g, (i0, i1), cols, nc);
                     &cols[..ckk * nc]
                 };
                 if let Some(bias) = bias {
@@ -394,12 +409,68 @@ fn transpose_into<T: WithDType>(src: &[T], rows: usize, cols: usize, src_rs: usi
         });
 }
 
+/// Most unfolded columns the backward pass builds at once (8 Mi values): the weight
+/// gradient's gemm reduces over the columns, and gets faster the more it gets per call.
+#[cfg(not(test))]
+const BWD_COLS_BUDGET: usize = 1 << 23;
+/// In the unit tests: one sample per chunk for small images, row bands for larger ones.
+#[cfg(test)]
+const BWD_COLS_BUDGET: usize = 3 * 3 * 3 * 36;
+
+/// A piece of the batch the backward pass unfolds at once: several whole samples, or a band
+/// of output rows of one sample.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    /// First sample and number of samples.
+    samples: (usize, usize),
+    /// Output rows (all of them for whole samples).
+    rows: (usize, usize),
+}
+
+impl Chunk {
+    /// Columns of the chunk: `samples · rows · Wo`.
+    fn cols(&self, g: &Geometry) -> usize {
+        self.samples.1 * (self.rows.1 - self.rows.0) * g.wo
+    }
+}
+
+/// Splits a batch into [`Chunk`]s of at most [`BWD_COLS_BUDGET`] unfolded values (or one
+/// output row), with bands of equal height.
+fn backward_chunks(batch: usize, g: &Geometry) -> Vec<Chunk> {
+    let per_sample = g.ckk() * g.l();
+    if g.is_pointwise() || per_sample <= BWD_COLS_BUDGET {
+        let n = if g.is_pointwise() {
+            1
+        } else {
+            (BWD_COLS_BUDGET / per_sample.max(1)).clamp(1, batch.max(1))
+        };
+        return (0..batch)
+            .step_by(n)
+            .map(|b0| Chunk {
+                samples: (b0, n.min(batch - b0)),
+                rows: (0, g.ho),
+            })
+            .collect();
+    }
+    let max_rows = (BWD_COLS_BUDGET / (g.ckk() * g.wo).max(1)).max(1);
+    let bands = g.ho.div_ceil(max_rows);
+    let rows = g.ho.div_ceil(bands);
+    (0..batch)
+        .flat_map(|b| {
+            (0..g.ho).step_by(rows).map(move |i0| Chunk {
+                samples: (b, 1),
+                rows: (i0, (i0 + rows).min(g.ho)),
+            })
+        })
+        .collect()
+}
+
 /// The gradients of [`conv_forward`] into `dw` `(C_out, CKK)` and, when given, the zeroed
 /// `dx`: `dW = Σ_b gy_b · cols_bᵀ`, `dx = col2im(Wᵀ · gy)`.
 ///
-/// `dW` is accumulated transposed, `dWᵀ += cols · gyᵀ`, with the band of `gy` transposed
-/// first: gemm is several times faster when neither operand is read along the reduction
-/// dimension as its right-hand side.
+/// `dW` is accumulated transposed, `dWᵀ += cols · gyᵀ`, with the chunk of `gy` transposed
+/// first (gemm is several times faster when its right-hand side is not read along the
+/// reduction dimension), over chunks of several samples when the images are small.
 fn conv_backward<T: WithDType>(
     x: &[T],
     w: &[T],
@@ -409,74 +480,89 @@ fn conv_backward<T: WithDType>(
     dw: &mut [T],
     dx: Option<&mut [T]>,
 ) {
-    let (l, ckk) = (g.l(), g.ckk());
-    if l == 0 || c_out == 0 {
+    let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
+    let batch = x.len() / chw.max(1);
+    if l == 0 || c_out == 0 || batch == 0 {
         return;
     }
-    let with_dx = dx.is_some();
-    let pointwise = g.is_pointwise();
-    let band = if pointwise { g.ho } else { g.band() };
-    let band_len = band * g.wo;
-    let n_cols = if pointwise { 0 } else { ckk * band_len };
-    let n_dcols = if with_dx { n_cols } else { 0 };
+    let chunks = backward_chunks(batch, g);
+    let max_cols = chunks.iter().map(|c| c.cols(g)).max().unwrap_or(0);
+    let n_cols = if g.is_pointwise() { 0 } else { ckk * max_cols };
+    let n_dcols = if dx.is_some() { n_cols } else { 0 };
     with_scratch(0, n_cols, |cols: &mut [T]| {
         with_scratch(1, n_dcols, |dcols: &mut [T]| {
-            with_scratch(2, band_len * c_out, |gy_t: &mut [T]| {
-                backward_bands(x, w, gy, c_out, g, band, cols, dcols, gy_t, dw, dx)
+            with_scratch(2, max_cols * c_out, |gy_t: &mut [T]| {
+                let scratch = Scratch { cols, dcols, gy_t };
+                backward_chunks_run(x, w, gy, c_out, g, &chunks, scratch, dw, dx)
             })
         })
     });
 }
 
-/// The band loop of [`conv_backward`], on its scratch buffers.
+/// The scratch buffers of [`conv_backward`].
+struct Scratch<'a, T> {
+    cols: &'a mut [T],
+    dcols: &'a mut [T],
+    gy_t: &'a mut [T],
+}
+
+/// The chunk loop of [`conv_backward`].
 #[allow(clippy::too_many_arguments)]
-fn backward_bands<T: WithDType>(
+fn backward_chunks_run<T: WithDType>(
     x: &[T],
     w: &[T],
     gy: &[T],
     c_out: usize,
     g: &Geometry,
-    band: usize,
-    cols: &mut [T],
-    dcols: &mut [T],
-    gy_t: &mut [T],
+    chunks: &[Chunk],
+    s: Scratch<'_, T>,
     dw: &mut [T],
     mut dx: Option<&mut [T]>,
 ) {
     let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
-    let batch = x.len() / chw.max(1);
     let pointwise = g.is_pointwise();
     let mut dw_t = vec![T::zero(); ckk * c_out];
-    let mut first = true;
-    for b in 0..batch {
-        let xs = &x[b * chw..(b + 1) * chw];
-        let gys = &gy[b * c_out * l..(b + 1) * c_out * l];
-        for i0 in (0..g.ho).step_by(band) {
-            let i1 = (i0 + band).min(g.ho);
-            let nc = (i1 - i0) * g.wo;
-            let cols: &[T] = if pointwise {
-                xs
-            } else {
-                im2col_band(xs, g, i0, i1, &mut cols[..ckk * nc]);
-                &cols[..ckk * nc]
-            };
-            transpose_into(&gys[i0 * g.wo..], c_out, nc, l, gy_t);
-            // SAFETY: dWᵀ (CKK, C_out) += cols (CKK, nc) · gy_bandᵀ (nc, C_out).
-            unsafe {
-                gemm(
-                    (ckk, c_out, nc),
-                    &mut dw_t,
-                    c_out,
-                    !first,
-                    Mat::rows(cols, 0, nc),
-                    Mat::rows(gy_t, 0, c_out),
-                )
-            };
-            first = false;
-            let Some(dx) = dx.as_mut() else { continue };
+    for (ci, chunk) in chunks.iter().enumerate() {
+        let (b0, n) = chunk.samples;
+        let (i0, i1) = chunk.rows;
+        let nl = (i1 - i0) * g.wo;
+        let ld = chunk.cols(g);
+        for (k, b) in (b0..b0 + n).enumerate() {
+            if !pointwise {
+                im2col_band(
+                    &x[b * chw..(b + 1) * chw],
+                    g,
+                    (i0, i1),
+                    &mut s.cols[k * nl..],
+                    ld,
+                );
+            }
+            let gys = &gy[b * c_out * l + i0 * g.wo..];
+            transpose_into(gys, c_out, nl, l, &mut s.gy_t[k * nl * c_out..]);
+        }
+        let cols: &[T] = if pointwise {
+            &x[b0 * chw..(b0 + 1) * chw]
+        } else {
+            &s.cols[..ckk * ld]
+        };
+        // SAFETY: dWᵀ (CKK, C_out) += cols (CKK, ld) · gy_chunkᵀ (ld, C_out).
+        unsafe {
+            gemm(
+                (ckk, c_out, ld),
+                &mut dw_t,
+                c_out,
+                ci > 0,
+                Mat::rows(cols, 0, ld),
+                Mat::rows(s.gy_t, 0, c_out),
+            )
+        };
+        let Some(dx) = dx.as_deref_mut() else {
+            continue;
+        };
+        for (k, b) in (b0..b0 + n).enumerate() {
             let dxs = &mut dx[b * chw..(b + 1) * chw];
-            // The output gradient of this band: (C_out, nc) at row stride L.
-            let gy_band = Mat::rows(gys, i0 * g.wo, l);
+            // The output gradient of these rows of sample b: (C_out, nl) at row stride L.
+            let gy_rows = Mat::rows(gy, b * c_out * l + i0 * g.wo, l);
             if pointwise {
                 // SAFETY: dx_b (C, L) = Wᵀ (C, C_out) · gy_b (C_out, L).
                 unsafe {
@@ -486,24 +572,24 @@ fn backward_bands<T: WithDType>(
                         l,
                         false,
                         Mat::rows(w, 0, ckk).t(),
-                        gy_band,
+                        gy_rows,
                     )
                 };
                 continue;
             }
-            let dcols = &mut dcols[..ckk * nc];
-            // SAFETY: dcols (CKK, nc) = Wᵀ (CKK, C_out) · gy_band (C_out, nc).
+            let dcols = &mut s.dcols[k * nl..];
+            // SAFETY: dcols (CKK, nl) at row stride ld = Wᵀ (CKK, C_out) · gy_rows (C_out, nl).
             unsafe {
                 gemm(
-                    (ckk, nc, c_out),
+                    (ckk, nl, c_out),
                     dcols,
-                    nc,
+                    ld,
                     false,
                     Mat::rows(w, 0, ckk).t(),
-                    gy_band,
+                    gy_rows,
                 )
             };
-            col2im_band(dcols, g, i0, i1, dxs);
+            col2im_band(dcols, ld, g, (i0, i1), dxs);
         }
     }
     transpose_into(&dw_t, ckk, c_out, c_out, dw);

@@ -1,13 +1,19 @@
-//! A fused CPU kernel for the normalisation step of [`crate::GroupNorm`].
+//! A fused CPU kernel for [`crate::GroupNorm`], affine transform included.
 //!
-//! `x̂ = (x - mean_g) / sqrt(var_g + eps)` over each group of each sample, in one parallel
-//! pass (statistics accumulated in `f64`), with the backward
-//! `dx = rstd · (dx̂ - mean_g(dx̂) - x̂ · mean_g(dx̂ · x̂))` in one more, instead of the
-//! eight whole-tensor passes of the plain-ops version. Used on the CPU for `f32`/`f64`;
-//! other devices and dtypes use the plain-ops version, which has the same value and
-//! gradient.
+//! Forward, in one parallel pass over each group of each sample (statistics accumulated in
+//! `f64`): `y = x̂ · γ_c + β_c` with `x̂ = (x - mean_g) / sqrt(var_g + eps)`, computed as
+//! `y = a_c x + b_c`, `a_c = γ_c · rstd_g`, `b_c = β_c - mean_g · a_c`.
+//!
+//! Backward, in one more: `dβ_c = Σ dy`, `dγ_c = Σ dy · x̂` (over the batch and the spatial
+//! positions), and with `dx̂ = γ_c dy`,
+//! `dx = rstd · (dx̂ - mean_g(dx̂) - x̂ · mean_g(dx̂ · x̂))`.
+//!
+//! This replaces the eight whole-tensor passes of the plain-ops normalisation, the two of the
+//! affine transform, and Candle's slow strided reductions for `dγ`/`dβ`. Used on the CPU for
+//! `f32`/`f64`; other devices and dtypes use the plain-ops version, which has the same value
+//! and gradients.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
@@ -25,86 +31,147 @@ fn stats<T: WithDType>(x: &[T], eps: f64) -> (f64, f64) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-fn normalize<T: WithDType>(x: &[T], group_len: usize, eps: f64) -> Vec<T> {
+/// Shape of the problem: `groups` groups of `cpg` channels of `spatial` values per sample.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    groups: usize,
+    cpg: usize,
+    spatial: usize,
+}
+
+impl Dims {
+    fn group_len(&self) -> usize {
+        self.cpg * self.spatial
+    }
+
+    fn channels(&self) -> usize {
+        self.groups * self.cpg
+    }
+}
+
+fn forward<T: WithDType>(x: &[T], gamma: &[T], beta: &[T], d: Dims, eps: f64) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(group_len)
-        .zip(x.par_chunks(group_len))
-        .for_each(|(o, xg)| {
+    out.par_chunks_mut(d.group_len())
+        .zip(x.par_chunks(d.group_len()))
+        .enumerate()
+        .for_each(|(idx, (o, xg))| {
             let (mean, rstd) = stats(xg, eps);
-            for (o, v) in o.iter_mut().zip(xg) {
-                *o = T::from_f64((v.to_f64() - mean) * rstd);
+            let c0 = (idx % d.groups) * d.cpg;
+            for (k, (o, xc)) in o
+                .chunks_mut(d.spatial)
+                .zip(xg.chunks(d.spatial))
+                .enumerate()
+            {
+                let a = gamma[c0 + k].to_f64() * rstd;
+                let b = beta[c0 + k].to_f64() - mean * a;
+                let (a, b) = (T::from_f64(a), T::from_f64(b));
+                for (o, v) in o.iter_mut().zip(xc) {
+                    *o = *v * a + b;
+                }
             }
         });
     out
 }
 
-fn normalize_backward<T: WithDType>(x: &[T], g: &[T], group_len: usize, eps: f64) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(group_len)
-        .zip(x.par_chunks(group_len).zip(g.par_chunks(group_len)))
-        .for_each(|(o, (xg, gg))| {
+/// `[dx, dγ, dβ]` flattened.
+fn backward<T: WithDType>(x: &[T], gamma: &[T], dy: &[T], d: Dims, eps: f64) -> Vec<T> {
+    let c = d.channels();
+    let mut dx = vec![T::zero(); x.len() + 2 * c];
+    // Per (sample, group): the per-channel Σ dy and Σ dy·x̂ of that sample.
+    let mut partial = vec![0f64; 2 * x.len() / d.spatial.max(1)];
+    dx[..x.len()]
+        .par_chunks_mut(d.group_len())
+        .zip(
+            x.par_chunks(d.group_len())
+                .zip(dy.par_chunks(d.group_len())),
+        )
+        .zip(partial.par_chunks_mut(2 * d.cpg))
+        .enumerate()
+        .for_each(|(idx, ((o, (xg, gg)), part))| {
             let (mean, rstd) = stats(xg, eps);
+            let c0 = (idx % d.groups) * d.cpg;
             let n = xg.len() as f64;
-            let (mut sg, mut sgx) = (0.0, 0.0);
-            for (v, d) in xg.iter().zip(gg) {
-                let xh = (v.to_f64() - mean) * rstd;
-                sg += d.to_f64();
-                sgx += d.to_f64() * xh;
+            let (mut mg, mut mgx) = (0.0, 0.0);
+            for k in 0..d.cpg {
+                let xs = &xg[k * d.spatial..(k + 1) * d.spatial];
+                let gs = &gg[k * d.spatial..(k + 1) * d.spatial];
+                let (mut sg, mut sgx) = (0.0, 0.0);
+                for (v, g) in xs.iter().zip(gs) {
+                    let g = g.to_f64();
+                    sg += g;
+                    sgx += g * (v.to_f64() - mean);
+                }
+                sgx *= rstd;
+                part[2 * k] = sg;
+                part[2 * k + 1] = sgx;
+                let gamma_k = gamma[c0 + k].to_f64();
+                mg += gamma_k * sg;
+                mgx += gamma_k * sgx;
             }
-            let (mg, mgx) = (sg / n, sgx / n);
-            for ((o, v), d) in o.iter_mut().zip(xg).zip(gg) {
-                let xh = (v.to_f64() - mean) * rstd;
-                *o = T::from_f64(rstd * (d.to_f64() - mg - xh * mgx));
+            let (mg, mgx) = (mg / n, mgx / n);
+            for k in 0..d.cpg {
+                let gamma_k = gamma[c0 + k].to_f64();
+                // dx = rstd·γ·dy - rstd·mg - rstd²·mgx·(x - mean) = a·dy + b·x + e.
+                let a = T::from_f64(rstd * gamma_k);
+                let b = T::from_f64(-rstd * rstd * mgx);
+                let e = T::from_f64(-rstd * mg + rstd * rstd * mgx * mean);
+                let range = k * d.spatial..(k + 1) * d.spatial;
+                for ((o, v), g) in o[range.clone()]
+                    .iter_mut()
+                    .zip(&xg[range.clone()])
+                    .zip(&gg[range])
+                {
+                    *o = a * *g + b * *v + e;
+                }
             }
         });
-    out
+    let (dgamma, dbeta) = (0..c)
+        .map(|ch| {
+            let (g, k) = (ch / d.cpg, ch % d.cpg);
+            let mut sums = (0.0, 0.0);
+            for part in partial.chunks(2 * c) {
+                let p = &part[2 * (g * d.cpg + k)..];
+                sums.0 += p[1];
+                sums.1 += p[0];
+            }
+            sums
+        })
+        .unzip::<f64, f64, Vec<f64>, Vec<f64>>();
+    let tail = &mut dx[x.len()..];
+    for ch in 0..c {
+        tail[ch] = T::from_f64(dgamma[ch]);
+        tail[c + ch] = T::from_f64(dbeta[ch]);
+    }
+    dx
 }
 
-/// The normalisation `x ↦ x̂` with `groups` groups per sample.
-pub(crate) struct GroupNormalize {
+/// Group normalisation with its affine transform, as a custom op of `(x, γ, β)`.
+pub(crate) struct GroupNormAffine {
     pub(crate) groups: usize,
     pub(crate) eps: f64,
 }
 
-impl GroupNormalize {
-    fn group_len(&self, l: &Layout) -> usize {
-        l.shape().elem_count() / (l.dims()[0] * self.groups).max(1)
-    }
+/// The gradients of [`GroupNormAffine`], a custom op of `(x, γ, dy)` giving `[dx, dγ, dβ]`.
+struct GroupNormGrads {
+    groups: usize,
+    eps: f64,
 }
 
-impl CustomOp1 for GroupNormalize {
-    fn name(&self) -> &'static str {
-        "diffad-group-normalize"
+fn dims(l: &Layout, groups: usize) -> candle_core::Result<Dims> {
+    let d = l.dims();
+    if d.len() < 2 || groups == 0 || d[1] % groups != 0 {
+        candle_core::bail!("group-norm kernel: {d:?} does not split into {groups} groups")
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = self.group_len(l);
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(normalize(contiguous(v, l)?, n, self.eps)),
-            CpuStorage::F64(v) => CpuStorage::F64(normalize(contiguous(v, l)?, n, self.eps)),
-            _ => candle_core::bail!("group-norm kernel: f32 and f64 only"),
-        };
-        Ok((out, l.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let dx = arg
-            .detach()
-            .contiguous()?
-            .apply_op2_no_bwd(&grad.detach().contiguous()?, self)?;
-        Ok(Some(dx))
-    }
+    Ok(Dims {
+        groups,
+        cpg: d[1] / groups,
+        spatial: d[2..].iter().product(),
+    })
 }
 
-/// `(x, dx̂) ↦ dx`.
-impl CustomOp2 for GroupNormalize {
+impl CustomOp3 for GroupNormAffine {
     fn name(&self) -> &'static str {
-        "diffad-group-normalize-backward"
+        "diffad-group-norm"
     }
 
     fn cpu_fwd(
@@ -113,23 +180,95 @@ impl CustomOp2 for GroupNormalize {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = self.group_len(l1);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(normalize_backward(
-                contiguous(x, l1)?,
-                contiguous(g, l2)?,
-                n,
-                self.eps,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(normalize_backward(
-                contiguous(x, l1)?,
-                contiguous(g, l2)?,
-                n,
-                self.eps,
-            )),
-            _ => candle_core::bail!("group-norm kernel: f32 and f64 only"),
+        let d = dims(l1, self.groups)?;
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
+                CpuStorage::F32(forward(
+                    contiguous(x, l1)?,
+                    contiguous(g, l2)?,
+                    contiguous(b, l3)?,
+                    d,
+                    self.eps,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
+                CpuStorage::F64(forward(
+                    contiguous(x, l1)?,
+                    contiguous(g, l2)?,
+                    contiguous(b, l3)?,
+                    d,
+                    self.eps,
+                ))
+            }
+            _ => candle_core::bail!("group-norm kernel: f32 or f64 tensors of one dtype only"),
         };
         Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let all = x.detach().apply_op3_no_bwd(
+            &gamma.detach(),
+            &grad.detach().contiguous()?,
+            &GroupNormGrads {
+                groups: self.groups,
+                eps: self.eps,
+            },
+        )?;
+        let (n, c) = (x.elem_count(), gamma.elem_count());
+        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dgamma = all.narrow(0, n, c)?.reshape(gamma.shape())?;
+        let dbeta = all.narrow(0, n + c, c)?.reshape(gamma.shape())?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+impl CustomOp3 for GroupNormGrads {
+    fn name(&self) -> &'static str {
+        "diffad-group-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = dims(l1, self.groups)?;
+        let n = l1.shape().elem_count() + 2 * d.channels();
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(dy)) => {
+                CpuStorage::F32(backward(
+                    contiguous(x, l1)?,
+                    contiguous(g, l2)?,
+                    contiguous(dy, l3)?,
+                    d,
+                    self.eps,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(dy)) => {
+                CpuStorage::F64(backward(
+                    contiguous(x, l1)?,
+                    contiguous(g, l2)?,
+                    contiguous(dy, l3)?,
+                    d,
+                    self.eps,
+                ))
+            }
+            _ => candle_core::bail!("group-norm kernel: f32 or f64 tensors of one dtype only"),
+        };
+        Ok((out, Shape::from(n)))
     }
 }

@@ -44,6 +44,7 @@ pub mod checkpoint;
 pub mod conv;
 mod conv_kernel;
 pub mod dropout;
+mod elementwise_kernel;
 pub mod embeddings;
 pub mod error;
 mod group_norm_kernel;

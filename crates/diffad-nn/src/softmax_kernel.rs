@@ -69,7 +69,10 @@ impl CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let row = l.dims().last().copied().unwrap_or(1).max(1);
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(softmax_rows(contiguous(v, l)?, row)),
+            CpuStorage::F32(v) => CpuStorage::F32(crate::elementwise_kernel::softmax_rows_f32(
+                contiguous(v, l)?,
+                row,
+            )),
             CpuStorage::F64(v) => CpuStorage::F64(softmax_rows(contiguous(v, l)?, row)),
             _ => candle_core::bail!("softmax kernel: f32 and f64 only"),
         };

@@ -165,7 +165,7 @@ impl Encoder {
             }
         }
         h = self.mid_block.forward(&h, None, train)?;
-        h = self.conv_norm_out.forward(&h)?.silu()?;
+        h = diffad_nn::silu(&self.conv_norm_out.forward(&h)?)?;
         Ok(self.conv_out.forward(&h)?)
     }
 }
@@ -248,7 +248,7 @@ impl Decoder {
                 h = up.forward(&h)?;
             }
         }
-        h = self.conv_norm_out.forward(&h)?.silu()?;
+        h = diffad_nn::silu(&self.conv_norm_out.forward(&h)?)?;
         Ok(self.conv_out.forward(&h)?)
     }
 
