@@ -48,6 +48,8 @@ fn backward(y: &Tensor, r: &Tensor) -> candle_core::backprop::GradStore {
 const CONV_SHAPES: [(usize, usize); 4] = [(256, 32), (512, 16), (1024, 8), (64, 256)];
 
 fn conv(c: &mut Criterion) {
+    // Reuse freed activations instead of page-faulting them in again (see docs/benchmarks.md).
+    diffad_nn::tune_allocator();
     let b = batch();
     let mut fwd = c.benchmark_group("conv3x3_fwd");
     fwd.sample_size(10).warm_up_time(Duration::from_millis(500));
@@ -88,6 +90,8 @@ fn conv(c: &mut Criterion) {
 }
 
 fn blocks(c: &mut Criterion) {
+    // Reuse freed activations instead of page-faulting them in again (see docs/benchmarks.md).
+    diffad_nn::tune_allocator();
     let b = batch();
     let (ch, hw, temb_ch) = (256, 32, 1024);
     let id = format!("b{b}_c{ch}_{hw}x{hw}");

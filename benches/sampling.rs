@@ -119,6 +119,8 @@ fn bench_config(c: &mut Criterion, name: &str, config: UNetConfig, full_chains: 
 }
 
 fn sampling(c: &mut Criterion) {
+    // Reuse freed activations instead of page-faulting them in again (see docs/benchmarks.md).
+    diffad_nn::tune_allocator();
     bench_config(c, "tiny", UNetConfig::tiny(), true);
     bench_config(c, "diffad", UNetConfig::diffad(), false);
 }

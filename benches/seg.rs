@@ -84,6 +84,8 @@ fn bench_batch(c: &mut Criterion, n: usize) {
 /// Batch 8 (the setting) and batch 1 (ten times quicker to measure
 /// on a busy 2-core machine: `cargo bench --bench seg -- seg_b1`).
 fn bench(c: &mut Criterion) {
+    // Reuse freed activations instead of page-faulting them in again (see docs/benchmarks.md).
+    diffad_nn::tune_allocator();
     bench_batch(c, 1);
     bench_batch(c, 8);
 }

@@ -23,6 +23,8 @@ use diffad_vae::{AutoencoderKl, AutoencoderKlConfig, LatentCodec};
 const SIZE: usize = 256;
 
 fn bench_vae(c: &mut Criterion) {
+    // Reuse freed activations instead of page-faulting them in again (see docs/benchmarks.md).
+    diffad_nn::tune_allocator();
     let device = Device::Cpu;
     let vae = AutoencoderKl::new(AutoencoderKlConfig::diffad(), 0, &device).expect("paper VAE");
     let mut group = c.benchmark_group("vae_diffad_256");

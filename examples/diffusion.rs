@@ -113,6 +113,8 @@ fn tile(latent: &[f32], scale: usize) -> image::RgbImage {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Reuse freed activations instead of page-faulting them in again.
+    diffad::nn::tune_allocator();
     let mut steps = 400u64;
     let mut out = PathBuf::from("target/diffusion_example.png");
     let mut args = std::env::args().skip(1);

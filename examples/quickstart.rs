@@ -11,6 +11,8 @@ use diffad::eval::{evaluate, EvalOptions};
 use diffad::{Config, DiffAd, RunDir, TrainOptions};
 
 fn main() -> diffad::Result<()> {
+    // Reuse freed activations instead of page-faulting them in again.
+    diffad::nn::tune_allocator();
     let work = std::env::temp_dir().join("diffad-quickstart");
     let device = Device::Cpu;
 

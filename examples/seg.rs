@@ -174,6 +174,8 @@ fn save_strip(path: &std::path::Path, tiles: &[&Tensor]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // Reuse freed activations instead of page-faulting them in again.
+    diffad::nn::tune_allocator();
     let args = Args::parse();
     let device = Device::Cpu;
     let input = SegInput::Interpolated { lambda: 0.5 };

@@ -136,6 +136,8 @@ fn write_grid(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Reuse freed activations instead of page-faulting them in again.
+    diffad::nn::tune_allocator();
     let args = Args::parse();
     let device = Device::Cpu;
     let images = match &args.images {

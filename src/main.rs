@@ -140,6 +140,8 @@ fn stages(arg: StageArg) -> Vec<Stage> {
 }
 
 fn main() -> ExitCode {
+    // Reuse freed activations instead of page-faulting them in again.
+    diffad::nn::tune_allocator();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

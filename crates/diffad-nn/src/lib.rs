@@ -55,6 +55,7 @@ pub mod norm;
 pub mod optim;
 pub mod resample;
 pub mod resnet;
+pub mod runtime;
 pub mod sampling;
 mod softmax_kernel;
 pub mod testing;
@@ -71,6 +72,7 @@ pub use norm::{
 };
 pub use resample::{avg_pool2d, max_pool2d, upsample_bilinear2d, upsample_nearest2x};
 pub use resnet::{resnet_block2d, ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm};
+pub use runtime::tune_allocator;
 pub use sampling::{downsample2d, upsample2d, Downsample2D, Upsample2D};
 
 /// The README's example runs as a doctest.
