@@ -25,7 +25,8 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(LO, HI);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let k = x * LOG2E + ROUND;
+    let n = k - ROUND;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -34,7 +35,11 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let p = p * r * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // The low mantissa bits of `k` hold the integer `n` (offset by the bits of ROUND), so
+    // `2^n` is built with integer operations on the bits, which vectorise (a float-to-int
+    // `as` cast would not).
+    let biased = k.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// Defines `$name(args)` running `$body` compiled for AVX-512, AVX2+FMA or the baseline,
@@ -109,17 +114,40 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `*max = max(x)` (sixteen partial maxima, so that it vectorises).
+    fn max_f32(x: &[f32], max: &mut f32) {
+        let mut acc = [f32::NEG_INFINITY; 16];
+        let mut xs = x.chunks_exact(16);
+        for xc in &mut xs {
+            for k in 0..16 {
+                acc[k] = acc[k].max(xc[k]);
+            }
+        }
+        *max = xs.remainder().iter().chain(&acc).copied().fold(f32::NEG_INFINITY, f32::max);
+    }
+}
+
+multiversion! {
+    /// `y *= a`.
+    fn scale_f32(y: &mut [f32], a: f32) {
+        for v in y.iter_mut() {
+            *v *= a;
+        }
+    }
+}
+
 /// Row-wise `y = softmax(x)` for `f32` rows of length `row`, with the fast `exp`.
 pub(crate) fn softmax_rows_f32(x: &[f32], row: usize) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(row)
         .zip(x.par_chunks(row))
         .for_each(|(o, xr)| {
-            let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut max = f32::NEG_INFINITY;
+            max_f32(xr, &mut max);
             let mut sum = 0.0;
             exp_shifted_sum_f32(xr, max, o, &mut sum);
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|v| *v *= inv);
+            scale_f32(o, 1.0 / sum);
         });
     out
 }
