@@ -40,6 +40,7 @@
 //! ```
 
 pub mod attention;
+mod batch_norm_kernel;
 pub mod checkpoint;
 pub mod conv;
 mod conv_kernel;

@@ -238,16 +238,30 @@ impl BatchNorm2d {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.channels();
         let (b, _, h, w) = crate::error::expect_nchw("BatchNorm2d", x, c)?;
-        let shape = (1, c, 1, 1);
+        let n = b * h * w;
+        if train && n < 2 {
+            return Err(Error::shape(
+                "BatchNorm2d",
+                "more than one value per channel in training mode",
+                x.dims(),
+            ));
+        }
+        if x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && self.weight.dtype() == x.dtype()
+            && self.bias.dtype() == x.dtype()
+        {
+            return self.forward_fused(&x.contiguous()?, train);
+        }
+        self.forward_plain(x, train)
+    }
+
+    /// The plain-ops version of [`BatchNorm2d::forward_t`] (any device and dtype).
+    fn forward_plain(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.channels();
+        let (b, _, h, w) = x.dims4()?;
+        let (shape, n) = ((1, c, 1, 1), b * h * w);
         let (mean, var) = if train {
-            let n = b * h * w;
-            if n < 2 {
-                return Err(Error::shape(
-                    "BatchNorm2d",
-                    "more than one value per channel in training mode",
-                    x.dims(),
-                ));
-            }
             let mean = x.mean_keepdim(3)?.mean_keepdim(2)?.mean_keepdim(0)?;
             let var = x
                 .broadcast_sub(&mean)?
@@ -255,17 +269,11 @@ impl BatchNorm2d {
                 .mean_keepdim(3)?
                 .mean_keepdim(2)?
                 .mean_keepdim(0)?;
-            let m = self.momentum;
-            let batch_mean = mean
-                .detach()
-                .flatten_all()?
-                .to_dtype(self.running_mean.dtype())?;
-            let batch_var = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?
-                .to_dtype(self.running_var.dtype())?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (batch_var * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
+            self.update_running(
+                &mean.detach().flatten_all()?,
+                &var.detach().flatten_all()?,
+                n,
+            )?;
             (mean, var)
         } else {
             let mean = self
@@ -288,6 +296,43 @@ impl BatchNorm2d {
         Ok(xn
             .broadcast_mul(&self.weight.reshape(shape)?)?
             .broadcast_add(&self.bias.reshape(shape)?)?)
+    }
+
+    /// `running = (1 - momentum) running + momentum batch`, from the batch mean and biased
+    /// variance `(C)` over `n` values per channel (the variance term made unbiased).
+    fn update_running(&self, batch_mean: &Tensor, batch_var: &Tensor, n: usize) -> Result<()> {
+        let m = self.momentum;
+        let batch_mean = batch_mean.to_dtype(self.running_mean.dtype())?;
+        let batch_var =
+            (batch_var * (n as f64 / (n as f64 - 1.0)))?.to_dtype(self.running_var.dtype())?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (batch_mean * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (batch_var * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        Ok(())
+    }
+
+    /// The fused CPU kernel ([`crate::batch_norm_kernel`]) on a contiguous `x`.
+    fn forward_fused(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        use crate::batch_norm_kernel::{channel_stats, BatchNormOp, Stats};
+        let (mean, var) = if train {
+            let st = channel_stats(x)?;
+            let (mean, var) = (st.get(0)?, st.get(1)?);
+            let n = x.elem_count() / self.channels();
+            self.update_running(&mean, &var, n)?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_tensor().clone(),
+                self.running_var.as_tensor().clone(),
+            )
+        };
+        let to_f64 = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.to_vec1()?) };
+        let op = BatchNormOp {
+            stats: Stats::new(to_f64(&mean)?, &to_f64(&var)?, self.eps),
+            train,
+        };
+        Ok(x.apply_op3(&self.weight.contiguous()?, &self.bias.contiguous()?, op)?)
     }
 }
 
@@ -362,6 +407,66 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The fused BatchNorm kernel and the plain-ops version agree in value, gradients and
+    /// running statistics, in training and evaluation modes.
+    #[test]
+    fn fused_batch_norm_matches_plain_ops() {
+        let dev = Device::Cpu;
+        let (b, c, h, w) = (3, 4, 5, 2);
+        let n = b * c * h * w;
+        let v: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 % 23) as f64 - 11.0) * 0.3 + 2.0)
+            .collect();
+        let x = Var::from_tensor(&Tensor::from_vec(v, (b, c, h, w), &dev).unwrap()).unwrap();
+        let r: Vec<f64> = (0..n).map(|i| ((i * 13 % 7) as f64) - 3.0).collect();
+        let r = Tensor::from_vec(r, (b, c, h, w), &dev).unwrap();
+        let make = || {
+            BatchNorm2d::new(
+                Var::new(&[1.0f64, 2.0, -1.0, 0.5], &dev)
+                    .unwrap()
+                    .as_tensor()
+                    .clone(),
+                Var::new(&[0.1f64, 0.2, 0.3, -0.4], &dev)
+                    .unwrap()
+                    .as_tensor()
+                    .clone(),
+                Tensor::new(&[0.5f64, -0.2, 0.0, 1.0], &dev).unwrap(),
+                Tensor::new(&[1.5f64, 0.7, 2.0, 1.0], &dev).unwrap(),
+                1e-5,
+                0.1,
+            )
+            .unwrap()
+        };
+        let max = |t: Tensor| -> f64 { t.abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
+        for train in [true, false] {
+            let (fused_bn, plain_bn) = (make(), make());
+            let fused = fused_bn.forward_t(&x, train).unwrap();
+            let plain = plain_bn.forward_plain(&x, train).unwrap();
+            assert!(
+                max((&fused - &plain).unwrap()) < 1e-12,
+                "value, train {train}"
+            );
+            let gf = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gp = (plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let pairs = [
+                (x.as_tensor(), x.as_tensor()),
+                (fused_bn.weight(), plain_bn.weight()),
+                (fused_bn.bias(), plain_bn.bias()),
+            ];
+            for (k, (a, b)) in pairs.into_iter().enumerate() {
+                let (ga, gb) = (gf.get(a).unwrap(), gp.get(b).unwrap());
+                assert!(max(ga.clone()) > 1e-3, "gradient {k}, train {train}");
+                assert!(
+                    max((ga - gb).unwrap()) < 1e-10,
+                    "gradient {k}, train {train}"
+                );
+            }
+            let running =
+                |bn: &BatchNorm2d| Tensor::cat(&[bn.running_mean(), bn.running_var()], 0).unwrap();
+            assert!(max((running(&fused_bn) - running(&plain_bn)).unwrap()) < 1e-12);
+        }
+    }
 
     /// The fused CPU kernel and the plain-ops version agree in value and gradient.
     #[test]
