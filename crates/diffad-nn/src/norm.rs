@@ -236,6 +236,16 @@ impl BatchNorm2d {
 
     /// Normalises `x` `(B, C, H, W)` with batch statistics (`train`) or running ones.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, false)
+    }
+
+    /// `relu(self.forward_t(x, train))`, fused into one pass on the CPU (the
+    /// `Conv-BN-ReLU` blocks of DRAEM's networks).
+    pub fn forward_t_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(x, train, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let c = self.channels();
         let (b, _, h, w) = crate::error::expect_nchw("BatchNorm2d", x, c)?;
         let n = b * h * w;
@@ -251,9 +261,10 @@ impl BatchNorm2d {
             && self.weight.dtype() == x.dtype()
             && self.bias.dtype() == x.dtype()
         {
-            return self.forward_fused(&x.contiguous()?, train);
+            return self.forward_fused(&x.contiguous()?, train, relu);
         }
-        self.forward_plain(x, train)
+        let y = self.forward_plain(x, train)?;
+        Ok(if relu { y.relu()? } else { y })
     }
 
     /// The plain-ops version of [`BatchNorm2d::forward_t`] (any device and dtype).
@@ -313,7 +324,7 @@ impl BatchNorm2d {
     }
 
     /// The fused CPU kernel ([`crate::batch_norm_kernel`]) on a contiguous `x`.
-    fn forward_fused(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_fused(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         use crate::batch_norm_kernel::{channel_stats, BatchNormOp, Stats};
         let (mean, var) = if train {
             let st = channel_stats(x)?;
@@ -331,6 +342,11 @@ impl BatchNorm2d {
         let op = BatchNormOp {
             stats: Stats::new(to_f64(&mean)?, &to_f64(&var)?, self.eps),
             train,
+            relu_beta: if relu {
+                Some(to_f64(&self.bias)?)
+            } else {
+                None
+            },
         };
         Ok(x.apply_op3(&self.weight.contiguous()?, &self.bias.contiguous()?, op)?)
     }
@@ -439,10 +455,19 @@ mod tests {
             .unwrap()
         };
         let max = |t: Tensor| -> f64 { t.abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
-        for train in [true, false] {
+        for (train, relu) in [(true, false), (false, false), (true, true), (false, true)] {
             let (fused_bn, plain_bn) = (make(), make());
-            let fused = fused_bn.forward_t(&x, train).unwrap();
-            let plain = plain_bn.forward_plain(&x, train).unwrap();
+            let (fused, plain) = if relu {
+                (
+                    fused_bn.forward_t_relu(&x, train).unwrap(),
+                    plain_bn.forward_plain(&x, train).unwrap().relu().unwrap(),
+                )
+            } else {
+                (
+                    fused_bn.forward_t(&x, train).unwrap(),
+                    plain_bn.forward_plain(&x, train).unwrap(),
+                )
+            };
             assert!(
                 max((&fused - &plain).unwrap()) < 1e-12,
                 "value, train {train}"

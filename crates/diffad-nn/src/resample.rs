@@ -83,10 +83,10 @@ pub fn upsample_bilinear2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Ten
     let y = x.reshape((b * c * h, w))?.matmul(&a_w_t.contiguous()?)?;
     // Columns: (B·C, H, out_w) -> (out_h, H) · (H, out_w) per map.
     let y = y.reshape((b * c, h, out_w))?;
+    // The broadcast matrix has batch stride 0, which the CPU matmul reads as is (no copy).
     let y = a_h
         .unsqueeze(0)?
         .broadcast_as((b * c, out_h, h))?
-        .contiguous()?
         .matmul(&y)?;
     Ok(y.reshape((b, c, out_h, out_w))?)
 }

@@ -148,7 +148,7 @@ impl ConvBnRelu {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
-        Ok(self.bn.forward_t(&y, train)?.relu()?)
+        Ok(self.bn.forward_t_relu(&y, train)?)
     }
 }
 
