@@ -18,12 +18,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("batch-norm kernel: non-contiguous input"),
-    }
-}
+use crate::kernel_util::contiguous;
 
 /// `(batch, channels, spatial)` of an `(B, C, ...)` layout.
 fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
@@ -304,10 +299,7 @@ impl CustomOp3 for BatchNormOp {
             &grad.detach().contiguous()?,
             &BatchNormGrads(self),
         )?;
-        let (n, c) = (x.elem_count(), gamma.elem_count());
-        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dgamma = all.narrow(0, n, c)?.reshape(gamma.shape())?;
-        let dbeta = all.narrow(0, n + c, c)?.reshape(gamma.shape())?;
+        let (dx, dgamma, dbeta) = crate::kernel_util::split_norm_grads(&all, x, gamma)?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }

@@ -19,6 +19,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use crate::kernel_util::contiguous;
+
 /// Most elements of unfolded columns materialised at once (2 Mi values, 8 MB in `f32`):
 /// the columns of a band of output rows are built, multiplied and dropped while they are
 /// still in cache.
@@ -595,13 +597,6 @@ fn backward_chunks_run<T: WithDType>(
     transpose_into(&dw_t, ckk, c_out, c_out, dw);
 }
 
-fn contiguous_slice<'a, T: WithDType>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("conv2d kernel: non-contiguous input"),
-    }
-}
-
 /// `w'[c, o, u, v] = w[o, c, k - 1 - u, k - 1 - v]`: the weight of the transposed
 /// convolution, `(C, C_out·k·k)` from `(C_out, C·k·k)`.
 fn flip_transpose<T: WithDType>(w: &[T], c_out: usize, c: usize, kk: usize) -> Vec<T> {
@@ -668,11 +663,11 @@ macro_rules! with_slices {
     ($name:expr, [$(($s:expr, $l:expr)),+], |$($v:ident),+| $body:expr) => {
         match ($($s,)+) {
             ($(CpuStorage::F32($v),)+) => {
-                $(let $v = contiguous_slice($v, $l)?;)+
+                $(let $v = contiguous($v, $l)?;)+
                 CpuStorage::F32($body)
             }
             ($(CpuStorage::F64($v),)+) => {
-                $(let $v = contiguous_slice($v, $l)?;)+
+                $(let $v = contiguous($v, $l)?;)+
                 CpuStorage::F64($body)
             }
             _ => candle_core::bail!("{}: f32 or f64 tensors of one dtype only", $name),

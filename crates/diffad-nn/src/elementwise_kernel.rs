@@ -13,6 +13,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::kernel_util::contiguous;
+
 /// Elements per parallel task.
 const GRAIN: usize = 1 << 14;
 
@@ -150,13 +152,6 @@ pub(crate) fn softmax_rows_f32(x: &[f32], row: usize) -> Vec<f32> {
             scale_f32(o, 1.0 / sum);
         });
     out
-}
-
-fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("silu kernel: non-contiguous input"),
-    }
 }
 
 /// SiLU as a custom op (forward: `CustomOp1`; backward: `CustomOp2` of `(x, dy)`).

@@ -16,12 +16,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("group-norm kernel: non-contiguous input"),
-    }
-}
+use crate::kernel_util::contiguous;
 
 /// Mean and `1/sqrt(var + eps)` of one group.
 fn stats<T: WithDType>(x: &[T], eps: f64) -> (f64, f64) {
@@ -224,10 +219,7 @@ impl CustomOp3 for GroupNormAffine {
                 eps: self.eps,
             },
         )?;
-        let (n, c) = (x.elem_count(), gamma.elem_count());
-        let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dgamma = all.narrow(0, n, c)?.reshape(gamma.shape())?;
-        let dbeta = all.narrow(0, n + c, c)?.reshape(gamma.shape())?;
+        let (dx, dgamma, dbeta) = crate::kernel_util::split_norm_grads(&all, x, gamma)?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }

@@ -50,6 +50,7 @@ pub mod embeddings;
 pub mod error;
 mod group_norm_kernel;
 pub mod init;
+mod kernel_util;
 pub mod linear;
 pub mod mid_block;
 pub mod norm;

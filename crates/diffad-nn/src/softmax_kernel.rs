@@ -10,12 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, WithDType, D};
 use rayon::prelude::*;
 
-fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("softmax kernel: non-contiguous input"),
-    }
-}
+use crate::kernel_util::contiguous;
 
 fn softmax_rows<T: WithDType>(x: &[T], row: usize) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
