@@ -222,15 +222,15 @@ fn col2im_band<T: WithDType>(
 
 /// A dense matrix operand of [`gemm`]: a pointer with row and column strides (in elements).
 #[derive(Clone, Copy)]
-struct Mat<T> {
-    ptr: *const T,
-    rs: isize,
-    cs: isize,
+pub(crate) struct Mat<T> {
+    pub(crate) ptr: *const T,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
 }
 
 impl<T> Mat<T> {
     /// A row-major matrix with `cols` columns starting at `s[offset]`.
-    fn rows(s: &[T], offset: usize, cols: usize) -> Self {
+    pub(crate) fn rows(s: &[T], offset: usize, cols: usize) -> Self {
         Self {
             ptr: s[offset..].as_ptr(),
             rs: cols as isize,
@@ -255,7 +255,7 @@ impl<T> Mat<T> {
 /// # Safety
 /// `lhs`, `rhs` must address `m·k`, `k·n` valid elements through their strides, and
 /// `dst[..]` must hold the `(m, n)` block at row stride `dst_rs`; none may alias `dst`.
-unsafe fn gemm<T: WithDType>(
+pub(crate) unsafe fn gemm<T: WithDType>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     dst_rs: usize,
@@ -353,6 +353,11 @@ fn conv_forward_into<T: WithDType>(
     let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
     let batch = x.len() / chw.max(1);
     if l == 0 || c_out == 0 {
+        return;
+    }
+    let same_3x3 = (g.kh, g.kw, g.stride, g.dilation, g.padding) == (3, 3, 1, 1, 1);
+    if same_3x3 && crate::winograd::applies(g.c, c_out, g.h, g.w) {
+        crate::winograd::conv3x3_into(x, w, bias, (g.c, g.h, g.w), c_out, y);
         return;
     }
     let pointwise = g.is_pointwise();

@@ -61,6 +61,7 @@ pub mod runtime;
 pub mod sampling;
 mod softmax_kernel;
 pub mod testing;
+mod winograd;
 
 pub use attention::{attention, Attention, AttentionConfig};
 pub use conv::{conv2d, Conv2d, Conv2dConfig};
