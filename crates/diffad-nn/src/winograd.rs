@@ -137,11 +137,10 @@ fn transform_output<T: WithDType>(
                     let tile = (tr - r0) * t.tw + tc;
                     let e = |i: usize, j: usize| mo[(i * 4 + j) * n + tile];
                     // Aᵀ m: 2x4.
-                    let mut am = [[T::zero(); 4]; 2];
-                    for j in 0..4 {
-                        am[0][j] = e(0, j) + e(1, j) + e(2, j);
-                        am[1][j] = e(1, j) - e(2, j) - e(3, j);
-                    }
+                    let am = [
+                        std::array::from_fn::<T, 4, _>(|j| e(0, j) + e(1, j) + e(2, j)),
+                        std::array::from_fn::<T, 4, _>(|j| e(1, j) - e(2, j) - e(3, j)),
+                    ];
                     for (a, r) in am.iter().enumerate() {
                         let yy = 2 * tr + a;
                         if yy >= t.h {
