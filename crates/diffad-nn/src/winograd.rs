@@ -159,9 +159,13 @@ fn transform_output<T: WithDType>(
         });
 }
 
-/// Whether [`conv3x3_into`] is worth using: enough channels for the gemms to dominate.
+/// Whether [`conv3x3_into`] is worth using: enough channels for its `C`-deep gemms to run
+/// near peak, and enough tiles per sample. Measured with `benches/nn.rs` against the
+/// im2col path (forward, batch 1): faster at c256 128x128 (1.19x), c512 64x64 (1.65x) and
+/// c512 32x32 (1.09x); slower at c128 256x256 (0.90x), c64 256x256 (0.43x) and, at batch
+/// 8, c1024 8x8 (0.68x, 16 tiles per image).
 pub(crate) fn applies(c: usize, c_out: usize, h: usize, w: usize) -> bool {
-    c >= 32 && c_out >= 32 && h * w >= 16
+    c >= 256 && c_out >= 256 && h.div_ceil(2) * w.div_ceil(2) >= 64
 }
 
 /// `y = conv3x3(x, w) + bias` (stride 1, padding 1) for `x` `(B, C, H, W)`, `w`
