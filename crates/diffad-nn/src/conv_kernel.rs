@@ -1,17 +1,20 @@
 //! The convolution kernel behind [`crate::Conv2d`].
 //!
-//! On the CPU, for `f32`/`f64` and one group, the convolution is a Candle custom op
-//! (`Im2ColConv2d`) whose
+//! On the CPU, for `f32`/`f64` and one group, the convolution (bias included) is a Candle
+//! custom op (`Conv2dOp`) on raw slices whose
 //!
-//! * forward unfolds the input into columns (`im2col`, parallel over rows with rayon) and
-//!   multiplies them by the `(C_out, C_in·k·k)` weight matrix with Candle's gemm;
-//! * backward computes the weight gradient as `Σ_b grad_b · cols_bᵀ` and the input
-//!   gradient as `col2im(Wᵀ · grad_b)`: two gemms and a scatter-add, instead of Candle's
-//!   `conv_transpose2d`, a naive loop that dominates training time on the CPU.
+//! * forward, per sample and band of output rows (at most [`COLS_BUDGET`] unfolded
+//!   values, so the columns stay in cache), unfolds the input (`im2col_band`) and runs one
+//!   gemm writing straight into the bias-filled output; 1x1 convolutions skip the
+//!   unfolding, and 3x3 stride-1 convolutions with 256 channels or more use Winograd
+//!   `F(2x2, 3x3)` ([`crate::winograd`]);
+//! * backward (`Conv2dGrads`) computes `dWᵀ = Σ cols · gyᵀ` over chunks of samples, `db` as
+//!   row sums, and `dx` as the convolution of `gy` with the flipped, transposed weight
+//!   (stride 1) or `col2im(Wᵀ · gy)` (otherwise), never Candle's `conv_transpose2d`, a
+//!   naive loop that dominates training time on the CPU.
 //!
-//! Columns are built for a few samples at a time (at most [`COLS_BUDGET`] elements), so the
-//! memory overhead stays bounded and nothing is kept for the backward pass but the input
-//! and the weight (as with Candle's own conv).
+//! The gemms are the `gemm` crate's (AVX-512 kernels through its `x86-v4` feature, chosen
+//! at run time). Nothing is kept for the backward pass but the input and the weight.
 //!
 //! Every other case (CUDA, half precision, grouped convolutions) uses Candle's `conv2d`,
 //! with a workaround for its backward's shape bug (see [`candle_conv2d`]).
