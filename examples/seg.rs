@@ -21,9 +21,12 @@
 //! anomalies cover a few percent of the image and DRAEM trains its segmenter
 //! for 700 epochs. In our short runs (30-60 epochs of 16-32 images at width
 //! 8) the focal loss fell from about 0.16 to 0.04 (the "everything is
-//! normal" level) while held-out pixel AUROC stayed near 0.55. The crate's
-//! test `tiny_segmenter_learns_synthetic_anomalies` shows the same trainer
-//! learning clearly visible anomalies in 60 steps.
+//! normal" level) while held-out pixel AUROC stayed near 0.55. A longer run,
+//! `--epochs 200 --width 16 --train 64 --test 16`, takes 3 min 52 s on a 2-core
+//! machine and reaches held-out pixel AUROC 0.77 (image AUROC 0.59; focal loss
+//! 0.079 to 0.031), with maps that outline the larger anomalies faintly. The
+//! crate's test `tiny_segmenter_learns_synthetic_anomalies` shows the same
+//! trainer learning clearly visible anomalies in 60 steps.
 
 use std::path::PathBuf;
 use std::sync::Arc;
