@@ -974,6 +974,51 @@ mod tests {
         }
     }
 
+    /// With 256 channels the forward and the input gradient go through Winograd; both,
+    /// and the weight and bias gradients, still equal Candle's conv2d.
+    #[test]
+    fn winograd_path_matches_candle_conv() {
+        let (c, h, w) = (256, 16, 15);
+        assert!(crate::winograd::applies(c, c, h, w));
+        let x = candle_core::Var::from_tensor(&rand(&[1, c, h, w], 7)).unwrap();
+        let wt = candle_core::Var::from_tensor(&(rand(&[c, c, 3, 3], 8) * 0.05).unwrap()).unwrap();
+        let bias = candle_core::Var::from_tensor(&rand(&[c], 9)).unwrap();
+        let ours = im2col_conv2d(&x, &wt, Some(&bias), 1, 1, 1).unwrap();
+        let theirs = candle_conv2d(&x, &wt, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+            .unwrap();
+        let r = rand(ours.dims(), 10);
+        let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gt = (&theirs * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let diff = |a: &Tensor, b: &Tensor| -> f64 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(diff(&ours, &theirs) < 1e-10, "forward");
+        for (what, v) in [
+            ("dx", x.as_tensor()),
+            ("dW", wt.as_tensor()),
+            ("db", bias.as_tensor()),
+        ] {
+            assert!(
+                diff(go.get(v).unwrap(), gt.get(v).unwrap()) < 1e-9,
+                "{what}"
+            );
+        }
+    }
+
     #[test]
     fn valid_ranges() {
         // p = 1, k offset 0: first output reads row -1 (invalid).
