@@ -18,7 +18,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernel_util::contiguous;
+use crate::kernel_util::{contiguous, with_slices};
 
 /// `(batch, channels, spatial)` of an `(B, C, ...)` layout.
 fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
@@ -237,30 +237,6 @@ pub(crate) struct BatchNormOp {
 /// The gradients of [`BatchNormOp`], a custom op of `(x, γ, dy)` giving `[dx, dγ, dβ]`.
 struct BatchNormGrads<'a>(&'a BatchNormOp);
 
-macro_rules! dispatch3 {
-    ($name:expr, ($s1:expr, $l1:expr), ($s2:expr, $l2:expr), ($s3:expr, $l3:expr), |$a:ident, $b:ident, $c:ident| $body:expr) => {
-        match ($s1, $s2, $s3) {
-            (CpuStorage::F32($a), CpuStorage::F32($b), CpuStorage::F32($c)) => {
-                let ($a, $b, $c) = (
-                    contiguous($a, $l1)?,
-                    contiguous($b, $l2)?,
-                    contiguous($c, $l3)?,
-                );
-                CpuStorage::F32($body)
-            }
-            (CpuStorage::F64($a), CpuStorage::F64($b), CpuStorage::F64($c)) => {
-                let ($a, $b, $c) = (
-                    contiguous($a, $l1)?,
-                    contiguous($b, $l2)?,
-                    contiguous($c, $l3)?,
-                );
-                CpuStorage::F64($body)
-            }
-            _ => candle_core::bail!("{}: f32 or f64 tensors of one dtype only", $name),
-        }
-    };
-}
-
 impl CustomOp3 for BatchNormOp {
     fn name(&self) -> &'static str {
         "diffad-batch-norm"
@@ -276,13 +252,9 @@ impl CustomOp3 for BatchNormOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = dims(l1)?;
-        let out = dispatch3!(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            (s3, l3),
-            |x, g, b| forward(x, g, b, &self.stats, self.relu_beta.is_some(), d)
-        );
+        let out = with_slices!(self.name(), [(s1, l1), (s2, l2), (s3, l3)], |x, g, b| {
+            forward(x, g, b, &self.stats, self.relu_beta.is_some(), d)
+        });
         Ok((out, l1.shape().clone()))
     }
 
@@ -320,7 +292,7 @@ impl CustomOp3 for BatchNormGrads<'_> {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = dims(l1)?;
         let n = l1.shape().elem_count() + 2 * d.1;
-        let out = dispatch3!(self.name(), (s1, l1), (s2, l2), (s3, l3), |x, g, dy| {
+        let out = with_slices!(self.name(), [(s1, l1), (s2, l2), (s3, l3)], |x, g, dy| {
             backward(x, g, dy, self.0, d)
         });
         Ok((out, Shape::from(n)))

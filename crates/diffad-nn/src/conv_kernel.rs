@@ -22,7 +22,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernel_util::contiguous;
+use crate::kernel_util::with_slices;
 
 /// Most elements of unfolded columns materialised at once (2 Mi values, 8 MB in `f32`):
 /// the columns of a band of output rows are built, multiplied and dropped while they are
@@ -665,23 +665,6 @@ struct Conv2dOp(Geometry);
 /// The gradients of [`Conv2dOp`] as a custom op of `(x, weight, grad_output)` without
 /// backward, giving `[dW, db, dx]` flattened.
 struct Conv2dGrads(Geometry);
-
-/// Borrows contiguous `f32`/`f64` storages of one dtype and applies `f` to them.
-macro_rules! with_slices {
-    ($name:expr, [$(($s:expr, $l:expr)),+], |$($v:ident),+| $body:expr) => {
-        match ($($s,)+) {
-            ($(CpuStorage::F32($v),)+) => {
-                $(let $v = contiguous($v, $l)?;)+
-                CpuStorage::F32($body)
-            }
-            ($(CpuStorage::F64($v),)+) => {
-                $(let $v = contiguous($v, $l)?;)+
-                CpuStorage::F64($body)
-            }
-            _ => candle_core::bail!("{}: f32 or f64 tensors of one dtype only", $name),
-        }
-    };
-}
 
 impl Conv2dOp {
     fn out_shape(&self, x: &Layout, w: &Layout) -> Shape {

@@ -16,7 +16,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernel_util::contiguous;
+use crate::kernel_util::with_slices;
 
 /// Mean and `1/sqrt(var + eps)` of one group.
 fn stats<T: WithDType>(x: &[T], eps: f64) -> (f64, f64) {
@@ -179,27 +179,9 @@ impl CustomOp3 for GroupNormAffine {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = dims(l1, self.groups)?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(forward(
-                    contiguous(x, l1)?,
-                    contiguous(g, l2)?,
-                    contiguous(b, l3)?,
-                    d,
-                    self.eps,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                CpuStorage::F64(forward(
-                    contiguous(x, l1)?,
-                    contiguous(g, l2)?,
-                    contiguous(b, l3)?,
-                    d,
-                    self.eps,
-                ))
-            }
-            _ => candle_core::bail!("group-norm kernel: f32 or f64 tensors of one dtype only"),
-        };
+        let out = with_slices!(self.name(), [(s1, l1), (s2, l2), (s3, l3)], |x, g, b| {
+            forward(x, g, b, d, self.eps)
+        });
         Ok((out, l1.shape().clone()))
     }
 
@@ -240,27 +222,9 @@ impl CustomOp3 for GroupNormGrads {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = dims(l1, self.groups)?;
         let n = l1.shape().elem_count() + 2 * d.channels();
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(backward(
-                    contiguous(x, l1)?,
-                    contiguous(g, l2)?,
-                    contiguous(dy, l3)?,
-                    d,
-                    self.eps,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(backward(
-                    contiguous(x, l1)?,
-                    contiguous(g, l2)?,
-                    contiguous(dy, l3)?,
-                    d,
-                    self.eps,
-                ))
-            }
-            _ => candle_core::bail!("group-norm kernel: f32 or f64 tensors of one dtype only"),
-        };
+        let out = with_slices!(self.name(), [(s1, l1), (s2, l2), (s3, l3)], |x, g, dy| {
+            backward(x, g, dy, d, self.eps)
+        });
         Ok((out, Shape::from(n)))
     }
 }

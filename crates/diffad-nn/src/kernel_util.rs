@@ -28,3 +28,24 @@ pub(crate) fn split_norm_grads(
         all.narrow(0, n + c, c)?.reshape(gamma.shape())?,
     ))
 }
+
+/// `with_slices!(name, [(storage, layout), ...], |a, b, ...| body)`: borrows contiguous
+/// `f32` or `f64` storages (all of one dtype) as slices `a, b, ...` and wraps the `Vec`
+/// that `body` returns in a storage of the same dtype; other dtypes are an error naming
+/// the op.
+macro_rules! with_slices {
+    ($name:expr, [$(($s:expr, $l:expr)),+ $(,)?], |$($v:ident),+| $body:expr) => {
+        match ($($s,)+) {
+            ($(candle_core::CpuStorage::F32($v),)+) => {
+                $(let $v = $crate::kernel_util::contiguous($v, $l)?;)+
+                candle_core::CpuStorage::F32($body)
+            }
+            ($(candle_core::CpuStorage::F64($v),)+) => {
+                $(let $v = $crate::kernel_util::contiguous($v, $l)?;)+
+                candle_core::CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: f32 or f64 tensors of one dtype only", $name),
+        }
+    };
+}
+pub(crate) use with_slices;
