@@ -72,44 +72,64 @@ struct Tiles {
 }
 
 /// `V[c][ξ][t] = (Bᵀ d B)[ξ]` for the tiles of tile rows `r0..r1` of sample `x`.
+///
+/// Row-wise: the four input rows of a tile row (zero-padded to `2·tw + 2` columns) are
+/// combined into `Bᵀ d` rows over the whole width, split into even and odd columns, and the
+/// column combinations of `· B` are then contiguous in the tile index.
 fn transform_input<T: WithDType>(x: &[T], t: &Tiles, (r0, r1): (usize, usize), v: &mut [T]) {
     let n = (r1 - r0) * t.tw;
-    let hw = t.h * t.w;
+    let (hw, wp, half) = (t.h * t.w, 2 * t.tw + 2, t.tw + 1);
     v[..t.c * 16 * n]
         .par_chunks_mut(16 * n)
         .enumerate()
         .for_each(|(ci, vc)| {
             let plane = &x[ci * hw..(ci + 1) * hw];
-            let at = |y: isize, xx: isize| -> T {
-                if y < 0 || xx < 0 || y >= t.h as isize || xx >= t.w as isize {
-                    T::zero()
-                } else {
-                    plane[y as usize * t.w + xx as usize]
-                }
-            };
+            let mut d = vec![T::zero(); 4 * wp];
+            let mut bd = vec![T::zero(); 4 * wp];
+            let mut eo = vec![T::zero(); 2 * half];
             for tr in r0..r1 {
-                for tc in 0..t.tw {
-                    let (y0, x0) = (2 * tr as isize - 1, 2 * tc as isize - 1);
-                    let mut d = [[T::zero(); 4]; 4];
-                    for (i, row) in d.iter_mut().enumerate() {
-                        for (j, e) in row.iter_mut().enumerate() {
-                            *e = at(y0 + i as isize, x0 + j as isize);
-                        }
+                // The padded rows y = 2·tr - 1 + i, columns x = -1 .. 2·tw.
+                for (i, row) in d.chunks_exact_mut(wp).enumerate() {
+                    row.fill(T::zero());
+                    let y = (2 * tr + i).wrapping_sub(1);
+                    if y < t.h {
+                        row[1..1 + t.w].copy_from_slice(&plane[y * t.w..(y + 1) * t.w]);
                     }
-                    // Bᵀ d.
-                    let mut bd = [[T::zero(); 4]; 4];
+                }
+                // Bᵀ d, row by row over the whole width.
+                let (d0, rest) = d.split_at(wp);
+                let (d1, rest) = rest.split_at(wp);
+                let (d2, d3) = rest.split_at(wp);
+                for (k, out) in bd.chunks_exact_mut(wp).enumerate() {
+                    for (((o, &a0), (&a1, &a2)), &a3) in
+                        out.iter_mut().zip(d0).zip(d1.iter().zip(d2)).zip(d3)
+                    {
+                        *o = match k {
+                            0 => a0 - a2,
+                            1 => a1 + a2,
+                            2 => a2 - a1,
+                            _ => a1 - a3,
+                        };
+                    }
+                }
+                let base = (tr - r0) * t.tw;
+                for (i, row) in bd.chunks_exact(wp).enumerate() {
+                    let (even, odd) = eo.split_at_mut(half);
+                    for (k, pair) in row.chunks_exact(2).enumerate() {
+                        even[k] = pair[0];
+                        odd[k] = pair[1];
+                    }
+                    // Columns 2·tc .. 2·tc + 3 are even[tc], odd[tc], even[tc+1], odd[tc+1].
                     for j in 0..4 {
-                        bd[0][j] = d[0][j] - d[2][j];
-                        bd[1][j] = d[1][j] + d[2][j];
-                        bd[2][j] = d[2][j] - d[1][j];
-                        bd[3][j] = d[1][j] - d[3][j];
-                    }
-                    let tile = (tr - r0) * t.tw + tc;
-                    // (Bᵀ d) B.
-                    for (i, r) in bd.iter().enumerate() {
-                        let vals = [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]];
-                        for (j, val) in vals.into_iter().enumerate() {
-                            vc[(i * 4 + j) * n + tile] = val;
+                        let out = &mut vc[(i * 4 + j) * n + base..(i * 4 + j) * n + base + t.tw];
+                        for (tc, o) in out.iter_mut().enumerate() {
+                            let (e0, o0, e1, o1) = (even[tc], odd[tc], even[tc + 1], odd[tc + 1]);
+                            *o = match j {
+                                0 => e0 - e1,
+                                1 => o0 + e1,
+                                2 => e1 - o0,
+                                _ => o0 - o1,
+                            };
                         }
                     }
                 }
@@ -117,7 +137,8 @@ fn transform_input<T: WithDType>(x: &[T], t: &Tiles, (r0, r1): (usize, usize), v
         });
 }
 
-/// `y[o] (+)= Aᵀ M[o] A` for the tiles of tile rows `r0..r1`, plus the bias.
+/// `y[o] = Aᵀ M[o] A + bias[o]` for the tiles of tile rows `r0..r1` (row-wise, like
+/// [`transform_input`]).
 fn transform_output<T: WithDType>(
     m: &[T],
     t: &Tiles,
@@ -132,26 +153,35 @@ fn transform_output<T: WithDType>(
         .enumerate()
         .for_each(|(o, (yo, mo))| {
             let b = bias.map_or(T::zero(), |b| b[o]);
+            let mut am = vec![T::zero(); 8 * t.tw];
             for tr in r0..r1 {
-                for tc in 0..t.tw {
-                    let tile = (tr - r0) * t.tw + tc;
-                    let e = |i: usize, j: usize| mo[(i * 4 + j) * n + tile];
-                    // Aᵀ m: 2x4.
-                    let am = [
-                        std::array::from_fn::<T, 4, _>(|j| e(0, j) + e(1, j) + e(2, j)),
-                        std::array::from_fn::<T, 4, _>(|j| e(1, j) - e(2, j) - e(3, j)),
-                    ];
-                    for (a, r) in am.iter().enumerate() {
-                        let yy = 2 * tr + a;
-                        if yy >= t.h {
-                            continue;
-                        }
-                        let vals = [r[0] + r[1] + r[2], r[1] - r[2] - r[3]];
-                        for (bb, val) in vals.into_iter().enumerate() {
-                            let xx = 2 * tc + bb;
-                            if xx < t.w {
-                                yo[yy * t.w + xx] = val + b;
-                            }
+                let base = (tr - r0) * t.tw;
+                let e =
+                    |i: usize, j: usize| &mo[(i * 4 + j) * n + base..(i * 4 + j) * n + base + t.tw];
+                // Aᵀ m: rows a = 0, 1 of four columns j, each a vector over the tiles.
+                for (aj, out) in am.chunks_exact_mut(t.tw).enumerate() {
+                    let (a, j) = (aj / 4, aj % 4);
+                    let (m0, m1, m2, m3) = (e(0, j), e(1, j), e(2, j), e(3, j));
+                    for (tc, o) in out.iter_mut().enumerate() {
+                        *o = if a == 0 {
+                            m0[tc] + m1[tc] + m2[tc]
+                        } else {
+                            m1[tc] - m2[tc] - m3[tc]
+                        };
+                    }
+                }
+                for a in 0..2 {
+                    let yy = 2 * tr + a;
+                    if yy >= t.h {
+                        continue;
+                    }
+                    let r = |j: usize| &am[(a * 4 + j) * t.tw..(a * 4 + j + 1) * t.tw];
+                    let (c0, c1, c2, c3) = (r(0), r(1), r(2), r(3));
+                    let row = &mut yo[yy * t.w..(yy + 1) * t.w];
+                    for (tc, pair) in row.chunks_mut(2).enumerate() {
+                        pair[0] = c0[tc] + c1[tc] + c2[tc] + b;
+                        if let Some(second) = pair.get_mut(1) {
+                            *second = c1[tc] - c2[tc] - c3[tc] + b;
                         }
                     }
                 }
@@ -160,12 +190,13 @@ fn transform_output<T: WithDType>(
 }
 
 /// Whether [`conv3x3_into`] is worth using: enough channels for its `C`-deep gemms to run
-/// near peak, and enough tiles per sample. Measured with `benches/nn.rs` against the
-/// im2col path (forward, batch 1): faster at c256 128x128 (1.19x), c512 64x64 (1.65x) and
-/// c512 32x32 (1.09x); slower at c128 256x256 (0.90x), c64 256x256 (0.43x) and, at batch
-/// 8, c1024 8x8 (0.68x, 16 tiles per image).
+/// near peak, and enough tiles per image. Measured with `benches/nn.rs` against the im2col
+/// path (forward): at batch 1, 1.29x at c128 256x256, 1.53x at c256 128x128, 1.48x at
+/// c512 64x64; at batch 8, 1.51x at c256 32x32 and 1.29x at c512 16x16. At 64 channels it
+/// was faster at batch 1 but 8% slower at batch 8, and at c1024 8x8 (16 tiles per image)
+/// slower, so those stay on im2col.
 pub(crate) fn applies(c: usize, c_out: usize, h: usize, w: usize) -> bool {
-    c >= 256 && c_out >= 256 && h.div_ceil(2) * w.div_ceil(2) >= 64
+    c >= 128 && c_out >= 128 && h.div_ceil(2) * w.div_ceil(2) >= 64
 }
 
 /// `y = conv3x3(x, w) + bias` (stride 1, padding 1) for `x` `(B, C, H, W)`, `w`
