@@ -6,7 +6,7 @@
 //! * forward, per sample and band of output rows (at most [`COLS_BUDGET`] unfolded
 //!   values, so the columns stay in cache), unfolds the input (`im2col_band`) and runs one
 //!   gemm writing straight into the bias-filled output; 1x1 convolutions skip the
-//!   unfolding, and 3x3 stride-1 convolutions with 256 channels or more use Winograd
+//!   unfolding, and 3x3 stride-1 convolutions with 128 channels or more use Winograd
 //!   `F(2x2, 3x3)` ([`crate::winograd`]);
 //! * backward (`Conv2dGrads`) computes `dWᵀ = Σ cols · gyᵀ` over chunks of samples, `db` as
 //!   row sums, and `dx` as the convolution of `gy` with the flipped, transposed weight
