@@ -266,13 +266,7 @@ impl CustomOp3 for BatchNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let all = x.detach().apply_op3_no_bwd(
-            &gamma.detach(),
-            &grad.detach().contiguous()?,
-            &BatchNormGrads(self),
-        )?;
-        let (dx, dgamma, dbeta) = crate::kernel_util::split_norm_grads(&all, x, gamma)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        crate::kernel_util::norm_grads(x, gamma, grad, &BatchNormGrads(self))
     }
 }
 

@@ -922,16 +922,7 @@ mod tests {
                     .unwrap()
                     .backward()
                     .unwrap();
-                let diff = |a: &Tensor, b: &Tensor| -> f64 {
-                    (a - b)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar()
-                        .unwrap()
-                };
+                let diff = |a: &Tensor, b: &Tensor| crate::testing::max_abs_diff(a, b).unwrap();
                 let what = format!("{h}x{w} k{k} p{p} s{s} d{d}");
                 assert!(diff(&ours, &theirs) < 1e-12, "forward {what}");
                 assert!(
@@ -979,16 +970,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let diff = |a: &Tensor, b: &Tensor| -> f64 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = |a: &Tensor, b: &Tensor| crate::testing::max_abs_diff(a, b).unwrap();
         assert!(diff(&ours, &theirs) < 1e-10, "forward");
         for (what, v) in [
             ("dx", x.as_tensor()),

@@ -189,11 +189,7 @@ impl CustomOp1 for Silu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let dx = arg
-            .detach()
-            .contiguous()?
-            .apply_op2_no_bwd(&grad.detach().contiguous()?, self)?;
-        Ok(Some(dx))
+        crate::kernel_util::unary_backward(arg, grad, self)
     }
 }
 
@@ -292,18 +288,7 @@ mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            let diff = |a: &Tensor, b: &Tensor| -> f64 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_dtype(DType::F64)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
+            let diff = |a: &Tensor, b: &Tensor| crate::testing::max_abs_diff(a, b).unwrap();
             let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
             assert!(diff(&ours, &theirs) < tol, "{dtype:?} value");
             assert!(

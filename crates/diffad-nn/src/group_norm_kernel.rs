@@ -193,16 +193,11 @@ impl CustomOp3 for GroupNormAffine {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let all = x.detach().apply_op3_no_bwd(
-            &gamma.detach(),
-            &grad.detach().contiguous()?,
-            &GroupNormGrads {
-                groups: self.groups,
-                eps: self.eps,
-            },
-        )?;
-        let (dx, dgamma, dbeta) = crate::kernel_util::split_norm_grads(&all, x, gamma)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        let op = GroupNormGrads {
+            groups: self.groups,
+            eps: self.eps,
+        };
+        crate::kernel_util::norm_grads(x, gamma, grad, &op)
     }
 }
 

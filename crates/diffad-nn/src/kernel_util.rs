@@ -1,6 +1,6 @@
 //! Helpers shared by the CPU custom ops (`*_kernel.rs`).
 
-use candle_core::{Layout, Tensor};
+use candle_core::{CustomOp2, CustomOp3, Layout, Tensor};
 
 /// The elements of a contiguous storage described by `l`, or an error naming the layout.
 pub(crate) fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
@@ -14,18 +14,39 @@ pub(crate) fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&
     }
 }
 
-/// Splits the flattened `[dx, dγ, dβ]` of a normalisation backward into tensors shaped like
-/// `x`, `gamma` and `gamma`.
-pub(crate) fn split_norm_grads(
-    all: &Tensor,
+/// The backward of an elementwise-style `CustomOp1`: its gradient op `op`, a `CustomOp2`
+/// of `(saved, dy)` (`saved` is the op's input or output, whichever the formula needs).
+pub(crate) fn unary_backward(
+    saved: &Tensor,
+    grad: &Tensor,
+    op: &impl CustomOp2,
+) -> candle_core::Result<Option<Tensor>> {
+    let dx = saved
+        .detach()
+        .contiguous()?
+        .apply_op2_no_bwd(&grad.detach().contiguous()?, op)?;
+    Ok(Some(dx))
+}
+
+/// The gradients of a `CustomOp3` `(x, γ, β)`, as its `bwd` returns them.
+pub(crate) type NormGrads = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+/// `(dx, dγ, dβ)` of a normalisation `(x, γ, β)`: runs its gradient op `op`, a `CustomOp3`
+/// of `(x, γ, dy)` giving `[dx, dγ, dβ]` flattened, and splits the result.
+pub(crate) fn norm_grads(
     x: &Tensor,
     gamma: &Tensor,
-) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    grad: &Tensor,
+    op: &impl CustomOp3,
+) -> candle_core::Result<NormGrads> {
+    let all = x
+        .detach()
+        .apply_op3_no_bwd(&gamma.detach(), &grad.detach().contiguous()?, op)?;
     let (n, c) = (x.elem_count(), gamma.elem_count());
     Ok((
-        all.narrow(0, 0, n)?.reshape(x.shape())?,
-        all.narrow(0, n, c)?.reshape(gamma.shape())?,
-        all.narrow(0, n + c, c)?.reshape(gamma.shape())?,
+        Some(all.narrow(0, 0, n)?.reshape(x.shape())?),
+        Some(all.narrow(0, n, c)?.reshape(gamma.shape())?),
+        Some(all.narrow(0, n + c, c)?.reshape(gamma.shape())?),
     ))
 }
 

@@ -80,11 +80,7 @@ impl CustomOp1 for SoftmaxLastDim {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let dx = res
-            .detach()
-            .contiguous()?
-            .apply_op2_no_bwd(&grad.detach().contiguous()?, self)?;
-        Ok(Some(dx))
+        crate::kernel_util::unary_backward(res, grad, self)
     }
 }
 

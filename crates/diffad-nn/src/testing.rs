@@ -26,6 +26,15 @@ use candle_nn::VarMap;
 
 use crate::error::{Error, Result};
 
+/// `max |a - b|` over all elements, in `f64` (for tolerance checks in tests).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    Ok((a - b)?
+        .abs()?
+        .max_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?)
+}
+
 /// Names of non-trainable buffers that live in a `VarMap` (BatchNorm running statistics)
 /// and are never expected to receive a gradient.
 pub const BUFFER_SUFFIXES: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
