@@ -31,11 +31,12 @@ const BUDGET: usize = 1 << 22;
 #[cfg(test)]
 const BUDGET: usize = 1;
 
-/// `U[ξ][o][c] = (G g_{o,c} Gᵀ)[ξ]` for the `(C_out, C, 3, 3)` weight `w`.
+/// `U[o][ξ][c] = (G g_{o,c} Gᵀ)[ξ]` for the `(C_out, C, 3, 3)` weight `w` (parallel over
+/// output channels; `U_ξ` is then the `(C_out, C)` matrix at offset `ξ·C`, row stride `16·C`).
 fn transform_weights<T: WithDType>(w: &[T], c_out: usize, c: usize) -> Vec<T> {
     let mut u = vec![T::zero(); 16 * c_out * c];
     let half = T::from_f64(0.5);
-    for o in 0..c_out {
+    u.par_chunks_mut(16 * c).enumerate().for_each(|(o, uo)| {
         for ci in 0..c {
             let g = &w[(o * c + ci) * 9..(o * c + ci + 1) * 9];
             // G g: 4x3.
@@ -52,11 +53,11 @@ fn transform_weights<T: WithDType>(w: &[T], c_out: usize, c: usize) -> Vec<T> {
                 let (a, b, cc) = (row[0], row[1], row[2]);
                 let vals = [a, (a + b + cc) * half, (a - b + cc) * half, cc];
                 for (j, v) in vals.into_iter().enumerate() {
-                    u[((i * 4 + j) * c_out + o) * c + ci] = v;
+                    uo[(i * 4 + j) * c + ci] = v;
                 }
             }
         }
-    }
+    });
     u
 }
 
@@ -234,7 +235,7 @@ pub(crate) fn conv3x3_into<T: WithDType>(
             let n = (r1 - r0) * t.tw;
             transform_input(xs, &t, (r0, r1), &mut v);
             for xi in 0..16 {
-                // SAFETY: U_ξ is (C_out, C) row-major; V_ξ is (C, n) at row stride 16·n
+                // SAFETY: U_ξ is (C_out, C) at row stride 16·C starting at ξ·C; V_ξ is (C, n) at row stride 16·n
                 // starting at ξ·n; M_ξ is (C_out, n) at row stride 16·n starting at ξ·n.
                 unsafe {
                     gemm(
@@ -242,7 +243,11 @@ pub(crate) fn conv3x3_into<T: WithDType>(
                         &mut m[xi * n..],
                         16 * n,
                         false,
-                        Mat::rows(&u, xi * c_out * c, c),
+                        Mat {
+                            ptr: u[xi * c..].as_ptr(),
+                            rs: (16 * c) as isize,
+                            cs: 1,
+                        },
                         Mat {
                             ptr: v[xi * n..].as_ptr(),
                             rs: (16 * n) as isize,
