@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use diffad_seg::{SegBatch, SegInput, SegSample, SegTrainConfig, SegTrainer, UNetConfig};
+use diffad_seg::{
+    DiscriminativeUNetConfig, SegBatch, SegInput, SegSample, SegTrainConfig, SegTrainer,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,9 +57,8 @@ fn bench_batch(c: &mut Criterion, n: usize) {
     let device = Device::Cpu;
     let input = SegInput::default();
     let mut trainer = SegTrainer::new(
-        UNetConfig::default(),
+        DiscriminativeUNetConfig::default(),
         SegTrainConfig {
-            progress: false,
             ..SegTrainConfig::default()
         },
         &device,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use candle_core::Device;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use diffad::synth::{
-    anomaly_mask, procedural_texture, AnomalySynthesizer, AugmenterKind, ImageF32,
-    InMemoryTextures, MaskConfig, PatternKind, ProceduralTextures, SelfAugmentation, SynthConfig,
+    anomaly_mask, procedural_texture, AnomalySynthesizer, AugmenterKind, InMemoryTextures,
+    MaskConfig, PatternKind, ProceduralTextures, RgbImage, SelfAugmentation, SynthConfig,
     TextureSource,
 };
 use rand::SeedableRng;
@@ -22,11 +22,11 @@ use rayon::prelude::*;
 const SIZE: usize = 256;
 const BATCH: usize = 32;
 
-fn normals() -> Vec<ImageF32> {
+fn normals() -> Vec<RgbImage> {
     (0..BATCH)
         .map(|i| {
             let kind = PatternKind::ALL[i % 4];
-            ImageF32::from_rgb8(&procedural_texture(kind, SIZE, SIZE, i as u64).unwrap()).unwrap()
+            RgbImage::from_rgb8(&procedural_texture(kind, SIZE, SIZE, i as u64).unwrap()).unwrap()
         })
         .collect()
 }

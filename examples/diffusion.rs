@@ -127,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let device = Device::Cpu;
     let train = LdmTrainConfig {
-        mode: ConditionMode::Noisy,
+        mode: ConditionMode::NoisyCondition,
         optimizer: AdamWConfig {
             lr: 1e-3,
             weight_decay: 0.0,
@@ -144,12 +144,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut trainer = LdmTrainer::new(unet_config, train, &device)?;
     let mut data_rng = ChaCha8Rng::seed_from_u64(2);
     let batches = std::iter::repeat_with(|| batch(&mut data_rng, 8, &device));
-    let summary = trainer.train_on_latents(
+    let summary = trainer.train(
         batches,
         &TrainLoopOptions {
             max_steps: Some(steps),
             ..Default::default()
         },
+        &mut diffad::progress::Bar::new("ldm"),
     )?;
     println!(
         "trained {} steps: mean loss {:.4}, last loss {:.4}, {:.2} steps/s",

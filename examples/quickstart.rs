@@ -34,7 +34,13 @@ fn main() -> diffad::Result<()> {
     //    (rerunning resumes or skips finished stages).
     let run = RunDir::create(&work.join("run"), config)?;
     let good = load_images(&class.train, size)?;
-    for report in diffad::pipeline::train(&run, &good, &device, &TrainOptions::default())? {
+    for report in diffad::train(
+        &run,
+        &good,
+        &device,
+        &TrainOptions::default(),
+        &mut diffad::train::silent,
+    )? {
         println!("{report}");
     }
 
@@ -50,7 +56,13 @@ fn main() -> diffad::Result<()> {
     }
 
     // 5. Evaluate on the whole test split (metrics.json, scores.csv, TIFF maps, overlays).
-    let result = evaluate(&model, &class, &work.join("eval"), &EvalOptions::default())?;
+    let result = evaluate(
+        &model,
+        &class,
+        &work.join("eval"),
+        &EvalOptions::default(),
+        &mut diffad::nn::progress::Silent,
+    )?;
     println!("{}", result.metrics.report);
     println!("outputs in {}", work.join("eval").display());
     Ok(())

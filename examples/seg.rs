@@ -35,11 +35,11 @@ use anyhow_free::Result;
 use candle_core::{Device, Tensor};
 use clap::{Parser, ValueEnum};
 use diffad_seg::{
-    anomaly_map, image_scores, ReconstructionSource, SegBatch, SegInput, SegSample, SegTrainConfig,
-    SegTrainer, UNetConfig,
+    anomaly_map, image_scores, DiscriminativeUNetConfig, ReconstructionSource, SegBatch, SegInput,
+    SegSample, SegTrainConfig, SegTrainer,
 };
 use diffad_synth::{
-    procedural_texture, AnomalySynthesizer, ImageF32, PatternKind, ProceduralTextures, SynthConfig,
+    procedural_texture, AnomalySynthesizer, PatternKind, ProceduralTextures, RgbImage, SynthConfig,
 };
 
 /// Errors of this example: any of the crates' errors, as text.
@@ -91,7 +91,7 @@ struct Args {
 /// epoch `e` uses the synthesiser's `(seed, e, i)` stream.
 struct SynthSource {
     synth: AnomalySynthesizer,
-    normals: Vec<ImageF32>,
+    normals: Vec<RgbImage>,
     reconstruction: Reconstruction,
     device: Device,
 }
@@ -106,7 +106,7 @@ impl ReconstructionSource for SynthSource {
             .synth
             .synthesize_indexed(&self.normals[index], None, epoch as u64, index as u64)
             .map_err(|e| diffad_seg::Error::Source(e.to_string()))?;
-        let tensor = |img: &ImageF32| {
+        let tensor = |img: &RgbImage| {
             img.to_tensor(&self.device)
                 .map_err(|e| diffad_seg::Error::Source(e.to_string()))
         };
@@ -129,11 +129,11 @@ impl ReconstructionSource for SynthSource {
     }
 }
 
-fn normals(count: usize, size: usize, first_seed: u64) -> Result<Vec<ImageF32>> {
+fn normals(count: usize, size: usize, first_seed: u64) -> Result<Vec<RgbImage>> {
     (0..count)
         .map(|i| {
             let img = procedural_texture(PatternKind::Stripes, size, size, first_seed + i as u64)?;
-            Ok(ImageF32::from_rgb8(&img)?)
+            Ok(RgbImage::from_rgb8(&img)?)
         })
         .collect()
 }
@@ -202,7 +202,7 @@ fn main() -> Result<()> {
     let mut train = make_source(args.train, 0)?;
     let mut test = make_source(args.test, 1_000_000)?;
 
-    let unet = UNetConfig::new(input.in_channels(3), args.width);
+    let unet = DiscriminativeUNetConfig::new(input.in_channels(3), args.width);
     println!(
         "segmenter: {} input channels, base width {}, {} parameters",
         unet.in_channels,
@@ -223,7 +223,7 @@ fn main() -> Result<()> {
         &device,
     )?;
     std::fs::create_dir_all(&args.out)?;
-    let report = trainer.train(&mut train)?;
+    let report = trainer.train(&mut train, &mut diffad::progress::Bar::new("seg"))?;
     let losses = &report.epoch_losses;
     println!(
         "focal loss: first epoch {:.4}, last epoch {:.4}",

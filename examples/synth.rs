@@ -16,7 +16,8 @@ use std::sync::Arc;
 use clap::Parser;
 use diffad::synth::{
     procedural_texture, AnomalySynthesizer, AutoForeground, FolderOptions, FolderTextures,
-    ForegroundMode, ImageF32, PatternKind, ProceduralTextures, SynthConfig, TextureSource,
+    ForegroundMode, PatternKind, ProceduralTextures, RgbImage as SynthImage, SynthConfig,
+    TextureSource,
 };
 use image::{imageops, Rgb, RgbImage};
 
@@ -51,7 +52,7 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let size = args.size;
-    let normals: Vec<ImageF32> = match &args.images {
+    let normals: Vec<SynthImage> = match &args.images {
         Some(dir) => {
             let folder = FolderTextures::open(dir, FolderOptions::default())?;
             folder
@@ -59,13 +60,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .cycle()
                 .take(args.rows)
-                .map(|p| ImageF32::open(p)?.resize(size, size))
+                .map(|p| SynthImage::open(p)?.resize(size, size))
                 .collect::<Result<_, _>>()?
         }
         None => (0..args.rows)
             .map(|i| {
                 let kind = PatternKind::ALL[i % PatternKind::ALL.len()];
-                ImageF32::from_rgb8(&procedural_texture(kind, size, size, args.seed + i as u64)?)
+                SynthImage::from_rgb8(&procedural_texture(kind, size, size, args.seed + i as u64)?)
             })
             .collect::<Result<_, _>>()?,
     };

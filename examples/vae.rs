@@ -175,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..VaeTrainConfig::default()
     };
     let mut trainer = VaeTrainer::new(vae, train)?;
-    let history = trainer.train(&images)?;
+    let history = trainer.train(&images, &mut diffad::progress::Bar::new("vae"))?;
     if let (Some(first), Some(last)) = (history.first(), history.last()) {
         println!(
             "loss {:.1} -> {:.1} (reconstruction {:.1} -> {:.1}, KL {:.1})",

@@ -23,7 +23,7 @@
 //! let class = diffad::data::MvtecClass::open(dir.path())?;
 //! let img = diffad::data::load_image(&class.train[0], 4)?;
 //! assert_eq!((img.height(), img.width()), (4, 4));
-//! assert_eq!(img.pixel(0, 2, 2), 1.0);
+//! assert_eq!(img.view()[[2, 2, 0]], 1.0);
 //! # Ok(()) }
 //! ```
 
@@ -31,262 +31,32 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-/// File extensions recognised as images (case-insensitive).
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+pub use diffad_synth::image::IMAGE_EXTENSIONS;
+/// The CPU-side image types of the whole workspace (`ndarray`-backed, from
+/// `diffad-synth`): RGB images in `[0, 1]` (`(H, W, 3)`) and single-channel
+/// planes (`(H, W)`), which hold the ground-truth masks (0 or 1).
+pub use diffad_synth::{images_to_tensor, tensor_to_images, Mask, Plane, RgbImage};
 
 /// The name of the normal test (and training) folder in MVTec AD.
 pub const GOOD: &str = "good";
 
-/// An RGB image stored planar, channel-major `(3, H, W)`, values in `[0, 1]`:
-/// the layout of one item of a Candle image batch.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RgbImage {
-    height: usize,
-    width: usize,
-    data: Vec<f32>,
-}
-
-impl RgbImage {
-    /// Wraps planar `(3, H, W)` data; errors if the length is not `3*H*W`.
-    pub fn new(height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
-        if data.len() != 3 * height * width {
-            return Err(Error::Shape(format!(
-                "RGB image {height}x{width} needs {} values, got {}",
-                3 * height * width,
-                data.len()
-            )));
-        }
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// A black image.
-    pub fn zeros(height: usize, width: usize) -> Self {
-        Self {
-            height,
-            width,
-            data: vec![0.0; 3 * height * width],
-        }
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    /// Width in pixels.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Planar `(3, H, W)` values.
-    pub fn data(&self) -> &[f32] {
-        &self.data
-    }
-
-    /// Mutable planar `(3, H, W)` values.
-    pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
-    }
-
-    /// Value of channel `c` at row `y`, column `x`.
-    pub fn pixel(&self, c: usize, y: usize, x: usize) -> f32 {
-        self.data[(c * self.height + y) * self.width + x]
-    }
-
-    /// Sets channel `c` at row `y`, column `x`.
-    pub fn set_pixel(&mut self, c: usize, y: usize, x: usize, value: f32) {
-        self.data[(c * self.height + y) * self.width + x] = value;
-    }
-
-    /// Converts an 8-bit interleaved RGB image.
-    pub fn from_rgb8(img: &image::RgbImage) -> Self {
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let mut data = vec![0.0f32; 3 * h * w];
-        for (x, y, p) in img.enumerate_pixels() {
-            for c in 0..3 {
-                data[(c * h + y as usize) * w + x as usize] = f32::from(p[c]) / 255.0;
-            }
-        }
-        Self {
-            height: h,
-            width: w,
-            data,
-        }
-    }
-
-    /// Converts to an 8-bit interleaved RGB image (values clamped to `[0, 1]`).
-    pub fn to_rgb8(&self) -> image::RgbImage {
-        let (h, w) = (self.height, self.width);
-        image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            let v = |c: usize| {
-                (self.pixel(c, y as usize, x as usize).clamp(0.0, 1.0) * 255.0).round() as u8
-            };
-            image::Rgb([v(0), v(1), v(2)])
-        })
-    }
-
-    /// The image as a `(3, H, W)` f32 tensor on `device`.
-    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
-        Ok(Tensor::from_slice(
-            &self.data,
-            (3, self.height, self.width),
-            device,
-        )?)
-    }
-
-    /// Reads a `(3, H, W)` tensor (any float dtype, any device).
-    pub fn from_tensor(t: &Tensor) -> Result<Self> {
-        let dims = t.dims();
-        if dims.len() != 3 || dims[0] != 3 {
-            return Err(Error::Shape(format!(
-                "expected a (3, H, W) image tensor, got {dims:?}"
-            )));
-        }
-        let data = t
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Self::new(dims[1], dims[2], data)
-    }
-}
-
-/// Stacks images of equal size into a `(B, 3, H, W)` batch on `device`.
-pub fn images_to_tensor(images: &[RgbImage], device: &Device) -> Result<Tensor> {
-    let first = images
-        .first()
-        .ok_or_else(|| Error::Shape("cannot batch zero images".into()))?;
-    let (h, w) = (first.height, first.width);
-    let mut data = Vec::with_capacity(images.len() * 3 * h * w);
-    for img in images {
-        if (img.height, img.width) != (h, w) {
-            return Err(Error::Shape(format!(
-                "cannot batch a {}x{} image with {h}x{w} images",
-                img.height, img.width
-            )));
-        }
-        data.extend_from_slice(&img.data);
-    }
-    Ok(Tensor::from_vec(data, (images.len(), 3, h, w), device)?)
-}
-
-/// Splits a `(B, 3, H, W)` batch into images.
-pub fn tensor_to_images(batch: &Tensor) -> Result<Vec<RgbImage>> {
-    let dims = batch.dims();
-    if dims.len() != 4 || dims[1] != 3 {
-        return Err(Error::Shape(format!(
-            "expected a (B, 3, H, W) batch, got {dims:?}"
-        )));
-    }
-    (0..dims[0])
-        .map(|i| RgbImage::from_tensor(&batch.get(i)?))
-        .collect()
-}
-
-/// A binary ground-truth mask, row-major `(H, W)`; `true` = anomalous pixel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mask {
-    height: usize,
-    width: usize,
-    data: Vec<bool>,
-}
-
-impl Mask {
-    /// Wraps row-major data; errors if the length is not `H*W`.
-    pub fn new(height: usize, width: usize, data: Vec<bool>) -> Result<Self> {
-        if data.len() != height * width {
-            return Err(Error::Shape(format!(
-                "mask {height}x{width} needs {} values, got {}",
-                height * width,
-                data.len()
-            )));
-        }
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// An all-normal mask (the ground truth of a `good` image).
-    pub fn empty(height: usize, width: usize) -> Self {
-        Self {
-            height,
-            width,
-            data: vec![false; height * width],
-        }
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    /// Width in pixels.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Row-major values.
-    pub fn data(&self) -> &[bool] {
-        &self.data
-    }
-
-    /// Whether pixel `(y, x)` is anomalous.
-    pub fn get(&self, y: usize, x: usize) -> bool {
-        self.data[y * self.width + x]
-    }
-
-    /// Number of anomalous pixels.
-    pub fn count(&self) -> usize {
-        self.data.iter().filter(|&&v| v).count()
-    }
-
-    /// As an 8-bit 0/255 image (the MVTec AD mask format).
-    pub fn to_luma8(&self) -> image::GrayImage {
-        image::GrayImage::from_fn(self.width as u32, self.height as u32, |x, y| {
-            image::Luma([if self.get(y as usize, x as usize) {
-                255
-            } else {
-                0
-            }])
-        })
-    }
-}
-
-fn is_image(path: &Path) -> bool {
-    path.is_file()
-        && path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 /// Sorted image files directly inside `dir` (not recursive).
 /// Errors: `dir` unreadable ([`Error::Io`]) or without images ([`Error::EmptyFolder`]).
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        if is_image(&path) {
-            out.push(path);
-        }
-    }
+    let out = diffad_synth::image::list_images(dir, false).map_err(|e| match e {
+        diffad_synth::Error::Io { path, source } => Error::Io { path, source },
+        other => Error::Synth(other),
+    })?;
     if out.is_empty() {
         return Err(Error::EmptyFolder {
             path: dir.to_path_buf(),
         });
     }
-    out.sort();
     Ok(out)
 }
 
@@ -318,7 +88,7 @@ fn decode(path: &Path) -> Result<image::DynamicImage> {
 /// are converted to RGB (alpha dropped).
 pub fn load_image(path: &Path, size: usize) -> Result<RgbImage> {
     let rgb = decode(path)?.to_rgb8();
-    Ok(RgbImage::from_rgb8(&resize_rgb8(&rgb, size)))
+    Ok(RgbImage::from_rgb8(&resize_rgb8(&rgb, size))?)
 }
 
 fn resize_rgb8(rgb: &image::RgbImage, size: usize) -> image::RgbImage {
@@ -334,21 +104,22 @@ fn resize_rgb8(rgb: &image::RgbImage, size: usize) -> image::RgbImage {
 /// neighbour and binarised at `> 0` (MVTec masks are 0/255).
 pub fn load_mask(path: &Path, size: usize) -> Result<Mask> {
     let luma = decode(path)?.to_luma8();
-    Ok(mask_from_luma(&luma, size))
+    mask_from_luma(&luma, size)
 }
 
-fn mask_from_luma(luma: &image::GrayImage, size: usize) -> Mask {
+/// Nearest-neighbour resize to `size x size`, then 1 where the value is `> 0`.
+fn mask_from_luma(luma: &image::GrayImage, size: usize) -> Result<Mask> {
     let s = size as u32;
     let resized = if luma.width() == s && luma.height() == s {
         luma.clone()
     } else {
         image::imageops::resize(luma, s, s, FilterType::Nearest)
     };
-    Mask {
-        height: size,
-        width: size,
-        data: resized.pixels().map(|p| p[0] > 0).collect(),
-    }
+    let values = resized
+        .pixels()
+        .map(|p| if p[0] > 0 { 1.0 } else { 0.0 })
+        .collect();
+    Ok(Mask::from_vec(size, size, values)?)
 }
 
 /// Loads many images in parallel (order preserved); the first failure wins.
@@ -384,7 +155,7 @@ impl TestSample {
     pub fn load(&self, size: usize) -> Result<(RgbImage, Mask)> {
         let rgb = decode(&self.image)?.to_rgb8();
         let mask = match &self.mask {
-            None => Mask::empty(size, size),
+            None => Mask::zeros(size, size)?,
             Some(mask_path) => {
                 let luma = decode(mask_path)?.to_luma8();
                 if luma.dimensions() != rgb.dimensions() {
@@ -397,10 +168,10 @@ impl TestSample {
                         image_height: rgb.height(),
                     });
                 }
-                mask_from_luma(&luma, size)
+                mask_from_luma(&luma, size)?
             }
         };
-        Ok((RgbImage::from_rgb8(&resize_rgb8(&rgb, size)), mask))
+        Ok((RgbImage::from_rgb8(&resize_rgb8(&rgb, size))?, mask))
     }
 }
 
@@ -544,7 +315,7 @@ fn check_orphan_masks(gt_dir: &Path, defect_dir: &Path, stems: &BTreeSet<String>
         .map_err(|e| Error::io(gt_dir, e))?
         .map(|e| e.map(|e| e.path()).map_err(|err| Error::io(gt_dir, err)))
         .collect::<Result<_>>()?;
-    masks.retain(|p| is_image(p));
+    masks.retain(|p| diffad_synth::image::is_image_file(p));
     masks.sort();
     for mask in masks {
         let stem = file_stem(&mask);
@@ -677,13 +448,15 @@ mod tests {
         let (img, mask) = class.test[0].load(6).unwrap();
         assert_eq!((img.height(), img.width()), (6, 6));
         // Constant colour survives bilinear resizing exactly.
-        assert!((img.pixel(0, 3, 3) - 90.0 / 255.0).abs() < 1e-6);
-        assert!((img.pixel(2, 0, 5) - 165.0 / 255.0).abs() < 1e-6);
+        assert!((img.view()[[3, 3, 0]] - 90.0 / 255.0).abs() < 1e-6);
+        assert!((img.view()[[0, 5, 2]] - 165.0 / 255.0).abs() < 1e-6);
         // Left half anomalous, right half normal; only 0/1 values.
-        assert_eq!(mask.count(), 18);
-        assert!(mask.get(0, 0) && mask.get(5, 2) && !mask.get(0, 3) && !mask.get(5, 5));
+        assert_eq!(mask.sum(), 18.0);
+        let m = mask.to_bool();
+        assert!(m[[0, 0]] && m[[5, 2]] && !m[[0, 3]] && !m[[5, 5]]);
+        assert!(mask.as_slice().iter().all(|&v| v == 0.0 || v == 1.0));
         let (_, good_mask) = class.test[2].load(6).unwrap();
-        assert_eq!(good_mask.count(), 0);
+        assert_eq!(good_mask.sum(), 0.0);
     }
 
     #[test]
@@ -779,17 +552,18 @@ mod tests {
 
     #[test]
     fn tensor_round_trip_and_rgb8_conversion() {
-        let mut img = RgbImage::zeros(2, 3);
-        img.set_pixel(1, 1, 2, 0.5);
-        img.set_pixel(2, 0, 0, 1.0);
-        let batch = images_to_tensor(&[img.clone(), img.clone()], &Device::Cpu).unwrap();
+        let mut img = RgbImage::zeros(2, 3).unwrap();
+        img.view_mut()[[1, 2, 1]] = 0.5;
+        img.view_mut()[[0, 0, 2]] = 1.0;
+        let cpu = candle_core::Device::Cpu;
+        let batch = images_to_tensor(&[img.clone(), img.clone()], &cpu).unwrap();
         assert_eq!(batch.dims(), &[2, 3, 2, 3]);
         let back = tensor_to_images(&batch).unwrap();
         assert_eq!(back[1], img);
         let rgb8 = img.to_rgb8();
         assert_eq!(rgb8.get_pixel(2, 1)[1], 128);
         assert_eq!(rgb8.get_pixel(0, 0)[2], 255);
-        assert!(RgbImage::new(2, 2, vec![0.0; 5]).is_err());
-        assert!(images_to_tensor(&[img, RgbImage::zeros(3, 3)], &Device::Cpu).is_err());
+        assert!(RgbImage::from_chw(2, 2, &[0.0; 5]).is_err());
+        assert!(images_to_tensor(&[img, RgbImage::zeros(3, 3).unwrap()], &cpu).is_err());
     }
 }

@@ -36,6 +36,7 @@ use rayon::prelude::*;
 
 use crate::data::{Mask, RgbImage};
 use crate::error::{Error, Result};
+use crate::io::save_png;
 
 /// The defect types of the demo test split.
 pub const DEMO_DEFECTS: [Defect; 4] = [
@@ -79,7 +80,7 @@ impl Defect {
             Defect::Hole => hole(img, &mut mask, rng),
             Defect::ForeignPatch => foreign_patch(img, &mut mask, rng)?,
         }
-        Mask::new(h, w, mask)
+        Ok(Mask::from_bool(h, w, &mask)?)
     }
 }
 
@@ -136,7 +137,7 @@ fn item_rng(seed: u64, split: u64, index: u64) -> ChaCha8Rng {
 pub fn good_image(size: usize, seed: u64, split: u64, index: u64) -> Result<RgbImage> {
     let mut rng = item_rng(seed, split, index);
     let rgb8 = demo_style().render(size, size, &mut rng)?;
-    Ok(RgbImage::from_rgb8(&rgb8))
+    Ok(RgbImage::from_rgb8(&rgb8)?)
 }
 
 /// Renders a defective test image of `defect` and its mask.
@@ -253,17 +254,6 @@ fn write_class(dir: &Path, o: &DemoDataOptions) -> Result<()> {
     })
 }
 
-/// Saves a PNG atomically.
-pub(crate) fn save_png(path: &Path, img: &image::DynamicImage) -> Result<()> {
-    crate::io::write_atomic_with(path, |tmp| {
-        img.save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(|e| Error::ImageEncode {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })
-    })
-}
-
 fn scratch(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) {
     let (h, w) = (img.height(), img.width());
     let size = h.min(w) as f32;
@@ -313,8 +303,8 @@ fn paint_disk(
             if dy * dy + dx * dx <= r * r && !mask[i] {
                 mask[i] = true;
                 for c in 0..3 {
-                    let v = img.pixel(c, y as usize, x as usize);
-                    img.set_pixel(c, y as usize, x as usize, shade(v));
+                    let v = img.view()[[y as usize, x as usize, c]];
+                    img.view_mut()[[y as usize, x as usize, c]] = shade(v);
                 }
             }
         }
@@ -360,8 +350,8 @@ fn stain(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) {
             }
             if alpha > 0.0 {
                 for (c, t) in tint.iter().enumerate() {
-                    let v = img.pixel(c, y, x);
-                    img.set_pixel(c, y, x, (1.0 - alpha) * v + alpha * t * (0.5 + v));
+                    let v = img.view()[[y, x, c]];
+                    img.view_mut()[[y, x, c]] = (1.0 - alpha) * v + alpha * t * (0.5 + v);
                 }
             }
         }
@@ -393,13 +383,13 @@ fn hole(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) {
                 // Dark inside, a little lighter towards the lower edge (depth).
                 let shade = 0.04 + 0.08 * (v / ry).clamp(0.0, 1.0);
                 for c in 0..3 {
-                    img.set_pixel(c, y, x, shade);
+                    img.view_mut()[[y, x, c]] = shade;
                 }
             } else if d <= 1.0 + rim_d {
                 mask[y * w + x] = true;
                 for c in 0..3 {
-                    let p = img.pixel(c, y, x);
-                    img.set_pixel(c, y, x, 0.5 * p + 0.5);
+                    let p = img.view()[[y, x, c]];
+                    img.view_mut()[[y, x, c]] = 0.5 * p + 0.5;
                 }
             }
         }
@@ -414,7 +404,7 @@ fn foreign_patch(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) ->
         PatternKind::Cellular,
         PatternKind::FractalNoise,
     ][rng.random_range(0..3)];
-    let patch = RgbImage::from_rgb8(&procedural_texture(kind, h, w, rng.random())?);
+    let patch = RgbImage::from_rgb8(&procedural_texture(kind, h, w, rng.random())?)?;
     let (cy, cx) = (
         rng.random_range(0.3..0.7) * h as f32,
         rng.random_range(0.3..0.7) * w as f32,
@@ -432,7 +422,7 @@ fn foreign_patch(img: &mut RgbImage, mask: &mut [bool], rng: &mut ChaCha8Rng) ->
             if u.abs() <= hx && v.abs() <= hy {
                 mask[y * w + x] = true;
                 for c in 0..3 {
-                    img.set_pixel(c, y, x, patch.pixel(c, y, x));
+                    img.view_mut()[[y, x, c]] = patch.view()[[y, x, c]];
                 }
             }
         }
@@ -464,14 +454,14 @@ mod tests {
             let (img, mask) = sample.load(32).unwrap();
             assert_eq!(img.width(), 32);
             if sample.is_anomalous() {
-                let frac = mask.count() as f64 / (32.0 * 32.0);
+                let frac = mask.sum() / (32.0 * 32.0);
                 assert!(
                     frac > 0.003 && frac < 0.5,
                     "{}: {frac}",
                     sample.image.display()
                 );
             } else {
-                assert_eq!(mask.count(), 0);
+                assert_eq!(mask.sum(), 0.0);
             }
         }
         // Writing again over an existing class is refused.
@@ -493,9 +483,9 @@ mod tests {
             for y in 0..48 {
                 for x in 0..48 {
                     let diff: f32 = (0..3)
-                        .map(|c| (img.pixel(c, y, x) - clean.pixel(c, y, x)).abs())
+                        .map(|c| (img.view()[[y, x, c]] - clean.view()[[y, x, c]]).abs())
                         .sum();
-                    if mask.get(y, x) {
+                    if mask.view()[[y, x]] > 0.5 {
                         changed_inside += usize::from(diff > 0.02);
                     } else if defect != Defect::Stain {
                         // Only the stain's faint soft border leaks outside its mask.
@@ -506,9 +496,9 @@ mod tests {
                 }
             }
             assert!(
-                changed_inside * 2 > mask.count(),
+                changed_inside * 2 > (mask.sum() as usize),
                 "{defect:?}: only {changed_inside} of {} masked pixels changed",
-                mask.count()
+                (mask.sum() as usize)
             );
         }
     }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::stage::Stage;
+
 /// Everything that can go wrong in the `diffad` facade (data, configuration,
 /// run directories, pipeline, reports).
 #[derive(Debug, thiserror::Error)]
@@ -102,16 +104,7 @@ pub enum Error {
         /// The checkpoint that was expected.
         path: PathBuf,
         /// The stage that writes it.
-        stage: String,
-    },
-    /// A training or inference stage failed (the stage crate's message, which
-    /// names the file or shape at fault).
-    #[error("{stage}: {message}")]
-    Stage {
-        /// `vae`, `ldm` or `seg`.
-        stage: String,
-        /// What went wrong.
-        message: String,
+        stage: Stage,
     },
     /// A JSON file could not be read or written.
     #[error("{path}: {source}")]
@@ -135,6 +128,18 @@ pub enum Error {
     /// An evaluation metric could not be computed.
     #[error("metrics: {0}")]
     Metrics(#[from] diffad_metrics::Error),
+    /// The VAE failed (its error names the file or shape at fault).
+    #[error("vae: {0}")]
+    Vae(#[from] diffad_vae::Error),
+    /// The denoiser, a scheduler or the LDM trainer failed.
+    #[error("ldm: {0}")]
+    Diffusion(#[from] diffad_diffusion::Error),
+    /// The segmenter or its trainer failed.
+    #[error("seg: {0}")]
+    Segmenter(#[from] diffad_seg::Error),
+    /// A shared layer, optimiser or checkpoint file failed.
+    #[error("nn: {0}")]
+    Nn(#[from] diffad_nn::Error),
     /// Tensor arithmetic failed.
     #[error("tensor: {0}")]
     Candle(#[from] candle_core::Error),

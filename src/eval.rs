@@ -1,4 +1,4 @@
-//! Evaluation of a trained model on an MVTec AD class (REFERENCE section 5):
+//! Evaluation of a trained model on an MVTec AD class (`docs/reference.md` §5):
 //! image AUROC, pixel AUROC, pixel AP, AU-PRO and F1-max (overall and per
 //! defect type, via `diffad-metrics`), `scores.csv`, float32 TIFF maps in the
 //! MVTec evaluation layout and PNG overlays.
@@ -19,12 +19,12 @@
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use diffad_nn::progress::Progress;
 use rayon::prelude::*;
 
 use crate::data::{Mask, MvtecClass, RgbImage, TestSample};
 use crate::error::{Error, Result};
-use crate::pipeline::DiffAd;
+use crate::model::DiffAd;
 use crate::report::{
     mvtec_map_path, write_overlay, write_scores_csv, write_tiff, AnomalyMap, Metrics, ScoreRow,
 };
@@ -36,8 +36,6 @@ pub struct EvalOptions {
     pub anomaly_maps: bool,
     /// Write the PNG overlays.
     pub overlays: bool,
-    /// Show a progress bar (hidden anyway when stderr is not a terminal).
-    pub progress: bool,
 }
 
 impl Default for EvalOptions {
@@ -45,7 +43,6 @@ impl Default for EvalOptions {
         Self {
             anomaly_maps: true,
             overlays: true,
-            progress: true,
         }
     }
 }
@@ -72,24 +69,29 @@ pub fn resize_map(map: &AnomalyMap, height: usize, width: usize) -> Result<Anoma
     if (map.height(), map.width()) == (height, width) {
         return Ok(map.clone());
     }
-    let buf: image::ImageBuffer<image::Luma<f32>, Vec<f32>> =
-        image::ImageBuffer::from_raw(map.width() as u32, map.height() as u32, map.data().to_vec())
-            .ok_or_else(|| Error::Shape("anomaly map buffer".into()))?;
+    let buf: image::ImageBuffer<image::Luma<f32>, Vec<f32>> = image::ImageBuffer::from_raw(
+        map.width() as u32,
+        map.height() as u32,
+        map.as_slice().to_vec(),
+    )
+    .ok_or_else(|| Error::Shape("anomaly map buffer".into()))?;
     let resized = image::imageops::resize(
         &buf,
         width as u32,
         height as u32,
         image::imageops::FilterType::Triangle,
     );
-    AnomalyMap::new(height, width, resized.into_raw())
+    Ok(AnomalyMap::finite(height, width, resized.into_raw())?)
 }
 
-/// Evaluates `model` on the test split of `class`, writing into `out`.
+/// Evaluates `model` on the test split of `class`, writing into `out`;
+/// `progress` counts the test images.
 pub fn evaluate(
     model: &DiffAd,
     class: &MvtecClass,
     out: &Path,
     options: &EvalOptions,
+    progress: &mut dyn Progress,
 ) -> Result<EvalOutput> {
     if class.test.is_empty() {
         return Err(Error::Layout {
@@ -104,15 +106,7 @@ pub fn evaluate(
         diffad_metrics::Evaluator::with_options(config.inference.score_kernel, 0.3)?;
     let maps_dir = out.join("anomaly_maps");
     let overlays_dir = out.join("overlays");
-    let bar = if options.progress {
-        ProgressBar::with_draw_target(Some(class.test.len() as u64), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("eval [{bar:30}] {pos}/{len} images ({elapsed} < {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    progress.start(Some(class.test.len() as u64), 0);
     let mut rows = Vec::with_capacity(class.test.len());
     let mut model_seconds = 0.0;
     for chunk in class.test.chunks(batch) {
@@ -125,7 +119,7 @@ pub fn evaluate(
         let predictions = model.predict_batch(&images)?;
         model_seconds += start.elapsed().as_secs_f64();
         for ((sample, (image, mask, (w, h))), p) in chunk.iter().zip(&loaded).zip(&predictions) {
-            let score = evaluator.add(&sample.defect, p.map.data(), mask.data(), size, size)?;
+            let score = evaluator.add_view(&sample.defect, p.map.view(), mask.to_bool().view())?;
             let stem = sample.stem();
             if options.anomaly_maps {
                 let full = resize_map(&p.map, *h as usize, *w as usize)?;
@@ -148,10 +142,10 @@ pub fn evaluate(
                 label: u8::from(sample.is_anomalous()),
                 score,
             });
-            bar.inc(1);
+            progress.step(rows.len() as u64, f64::from(score));
         }
     }
-    bar.finish_and_clear();
+    progress.finish();
     let metrics = Metrics::new(&class.name, evaluator.finish()?);
     let scores_csv = out.join("scores.csv");
     write_scores_csv(&scores_csv, &rows)?;
@@ -182,10 +176,10 @@ mod tests {
 
     #[test]
     fn resize_map_keeps_constants_and_size() {
-        let map = AnomalyMap::new(2, 2, vec![0.25; 4]).unwrap();
+        let map = AnomalyMap::finite(2, 2, vec![0.25; 4]).unwrap();
         let big = resize_map(&map, 6, 4).unwrap();
         assert_eq!((big.height(), big.width()), (6, 4));
-        assert!(big.data().iter().all(|&v| (v - 0.25).abs() < 1e-6));
+        assert!(big.as_slice().iter().all(|&v| (v - 0.25).abs() < 1e-6));
         assert_eq!(resize_map(&map, 2, 2).unwrap(), map);
     }
 }

@@ -55,6 +55,33 @@ where
     }
 }
 
+/// Saves an image as PNG atomically.
+pub fn save_png(path: &Path, img: &image::DynamicImage) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| Error::ImageEncode {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+    })
+}
+
+/// Removes `dir` and its contents if it exists.
+pub fn remove_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Removes `path` if it exists.
+pub fn remove_file(path: &Path) -> Result<()> {
+    if path.exists() {
+        fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,16 +4,25 @@
 //! with a latent diffusion model. This facade composes the stage crates
 //! (re-exported below) into the whole method:
 //!
-//! * [`data`]: MVTec AD folders (listing, masks matched by stem, resizing);
+//! * [`data`]: MVTec AD folders (listing, masks matched by stem, resizing)
+//!   into the workspace's image types ([`data::RgbImage`], [`data::Mask`]);
 //! * [`config`]: one TOML configuration with the paper's defaults
 //!   ([`Config::paper`], the repository's `diffad.toml`), the Table 1
-//!   variants and a `tiny` CPU preset;
-//! * [`pipeline`]: run directories, training of the three stages (VAE,
-//!   conditional LDM, segmenter) with atomic, resumable checkpoints, and
-//!   [`DiffAd::predict`];
+//!   variants, a `tiny` CPU preset, and the builders of the stage crates'
+//!   configurations;
+//! * [`run_dir`]: the run directory ([`RunDir`]) of one training run;
+//! * [`train()`]: training of the three stages ([`Stage`]: VAE, conditional
+//!   LDM, segmenter) with atomic, resumable checkpoints;
+//! * [`model`]: inference ([`DiffAd::predict`]) on top of the frozen VAE and
+//!   LDM (the crate-private reconstructor) and the segmenter;
+//! * [`seeds`]: the one seeding scheme (named salts);
 //! * [`eval`] and [`report`]: `metrics.json`, `scores.csv`, float32 TIFF
 //!   anomaly maps in the MVTec evaluation layout, PNG overlays;
 //! * [`demo_data`]: a procedural MVTec-layout dataset for the demo.
+//!
+//! Long tasks report progress through [`diffad_nn::progress::Progress`]
+//! (see [`train::ProgressFactory`]); the library prints nothing, and
+//! [`progress::Bar`] is the opt-in bar the binary draws.
 //!
 //! ```
 //! let auroc = diffad::metrics::auroc(&[0.1, 0.9, 0.4], &[false, true, false]).unwrap();
@@ -31,12 +40,21 @@ pub mod demo_data;
 pub mod error;
 pub mod eval;
 pub mod io;
-pub mod pipeline;
+pub mod model;
+pub mod progress;
+mod reconstructor;
 pub mod report;
+pub mod run_dir;
+pub mod seeds;
+pub mod stage;
+pub mod train;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use pipeline::{DiffAd, Prediction, RunDir, Stage, TrainOptions};
+pub use model::{DiffAd, Prediction};
+pub use run_dir::{RunDir, CONFIG_FILE};
+pub use stage::Stage;
+pub use train::{train, StageReport, TrainOptions};
 
 pub use diffad_diffusion as diffusion;
 pub use diffad_metrics as metrics;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use diffad::data::{load_images, training_images, MvtecClass};
 use diffad::demo_data::{write_demo_dataset, DemoDataOptions};
 use diffad::eval::{evaluate, EvalOptions};
+use diffad::progress::Bar;
 use diffad::{Config, DiffAd, Error, Result, RunDir, Stage, TrainOptions};
 
 /// DiffAD: unsupervised surface anomaly detection with a latent diffusion model
@@ -139,10 +140,40 @@ fn stages(arg: StageArg) -> Vec<Stage> {
     }
 }
 
+/// Prints the libraries' `log` records (warnings such as a skipped texture
+/// file) on stderr, one line each.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!(
+                "{}: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.target(),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 fn main() -> ExitCode {
     // Reuse freed activations instead of page-faulting them in again.
     diffad::nn::tune_allocator();
     let cli = Cli::parse();
+    if log::set_logger(&StderrLog).is_ok() {
+        log::set_max_level(if cli.quiet {
+            log::LevelFilter::Error
+        } else {
+            log::LevelFilter::Warn
+        });
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -180,9 +211,8 @@ fn run(cli: &Cli) -> Result<()> {
             let options = EvalOptions {
                 anomaly_maps: !no_maps,
                 overlays: !no_overlays,
-                progress,
             };
-            eval(&run, &class, &out, &device, &options)
+            eval(&run, &class, &out, &device, &options, progress)
         }
         Command::Predict { run, out, images } => {
             let device = parse_device(&cli.device)?;
@@ -220,7 +250,7 @@ fn run(cli: &Cli) -> Result<()> {
 /// The configuration of a run: `spec` (a preset name or a file) if given,
 /// else the one saved in `out`, else `paper`.
 fn resolve_config(out: &Path, spec: Option<&str>) -> Result<Config> {
-    let saved = out.join(diffad::pipeline::CONFIG_FILE);
+    let saved = out.join(diffad::CONFIG_FILE);
     match spec {
         Some(spec) => Config::load(spec),
         None if saved.is_file() => Config::from_file(&saved),
@@ -248,8 +278,13 @@ fn train(
     );
     let images = load_images(&paths, size)?;
     let run = RunDir::create(out, config)?;
-    let reports =
-        diffad::pipeline::train(&run, &images, device, &TrainOptions { stages, progress })?;
+    let reports = diffad::train(
+        &run,
+        &images,
+        device,
+        &TrainOptions { stages },
+        &mut |label| Bar::boxed(progress, label),
+    )?;
     println!(
         "trained {} ({:.1} s):",
         run.root().display(),
@@ -267,9 +302,16 @@ fn eval(
     out: &Path,
     device: &Device,
     options: &EvalOptions,
+    progress: bool,
 ) -> Result<()> {
     let model = DiffAd::load(run, device)?;
-    let result = evaluate(&model, class, out, options)?;
+    let result = evaluate(
+        &model,
+        class,
+        out,
+        options,
+        Bar::boxed(progress, "eval").as_mut(),
+    )?;
     println!("{}", result.metrics.report);
     println!(
         "class {}: image AUROC {:.1}  pixel AUROC {:.1}  pixel AP {:.1}  AU-PRO {:.1}  pixel F1-max {:.1}  ({:.3} s/image)",
@@ -355,10 +397,8 @@ fn demo(out: &Path, progress: bool) -> Result<()> {
         &class,
         &eval_out,
         &device,
-        &EvalOptions {
-            progress,
-            ..EvalOptions::default()
-        },
+        &EvalOptions::default(),
+        progress,
     )?;
     println!(
         "demo finished in {:.1} s. Try: diffad predict --run {} {}",

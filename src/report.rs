@@ -9,65 +9,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::RgbImage;
+use crate::data::{Plane, RgbImage};
 use crate::error::{Error, Result};
-use crate::io::{write_atomic, write_atomic_with};
+use crate::io::{save_png, write_atomic, write_atomic_with};
 
-/// A per-pixel anomaly map, row-major `(H, W)`: the probability of the
-/// anomalous class (softmax channel 1 of the segmenter, REFERENCE section 5).
-#[derive(Clone, Debug, PartialEq)]
-pub struct AnomalyMap {
-    height: usize,
-    width: usize,
-    data: Vec<f32>,
-}
-
-impl AnomalyMap {
-    /// Wraps row-major values; errors if the length is not `H*W` or a value
-    /// is not finite.
-    pub fn new(height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
-        if data.len() != height * width {
-            return Err(Error::Shape(format!(
-                "anomaly map {height}x{width} needs {} values, got {}",
-                height * width,
-                data.len()
-            )));
-        }
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Shape(format!(
-                "anomaly map has a non-finite value {} at ({}, {})",
-                data[i],
-                i / width.max(1),
-                i % width.max(1)
-            )));
-        }
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    /// Width in pixels.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Row-major values.
-    pub fn data(&self) -> &[f32] {
-        &self.data
-    }
-
-    /// Largest value.
-    pub fn max(&self) -> f32 {
-        self.data.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-    }
-}
+/// A per-pixel anomaly map `(H, W)`: the probability of the anomalous class
+/// (softmax channel 1 of the segmenter, `docs/reference.md` §5). It is a
+/// [`Plane`] built with [`Plane::finite`], so it holds no NaN or infinity.
+pub type AnomalyMap = Plane;
 
 /// One row of `scores.csv`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,9 +136,9 @@ pub fn write_tiff(path: &Path, map: &AnomalyMap) -> Result<()> {
             tiff::encoder::TiffEncoder::new(std::io::BufWriter::new(file)).map_err(tiff_err)?;
         encoder
             .write_image::<tiff::encoder::colortype::Gray32Float>(
-                map.width as u32,
-                map.height as u32,
-                &map.data,
+                map.width() as u32,
+                map.height() as u32,
+                map.as_slice(),
             )
             .map_err(tiff_err)
     })
@@ -206,7 +155,9 @@ pub fn read_tiff(path: &Path) -> Result<AnomalyMap> {
         tiff::decoder::Decoder::new(std::io::BufReader::new(file)).map_err(tiff_err)?;
     let (w, h) = decoder.dimensions().map_err(tiff_err)?;
     match decoder.read_image().map_err(tiff_err)? {
-        tiff::decoder::DecodingResult::F32(data) => AnomalyMap::new(h as usize, w as usize, data),
+        tiff::decoder::DecodingResult::F32(data) => {
+            Ok(AnomalyMap::finite(h as usize, w as usize, data)?)
+        }
         _ => Err(Error::Shape(format!(
             "{}: not a float32 TIFF",
             path.display()
@@ -226,24 +177,25 @@ pub fn jet(v: f32) -> [f32; 3] {
 /// input image; the map is shown on its absolute `[0, 1]` scale so a clean
 /// image stays blue.
 pub fn overlay(image: &RgbImage, map: &AnomalyMap) -> Result<image::RgbImage> {
-    if (image.height(), image.width()) != (map.height, map.width) {
+    if (image.height(), image.width()) != (map.height(), map.width()) {
         return Err(Error::Shape(format!(
             "overlay: image {}x{} and map {}x{} differ",
             image.height(),
             image.width(),
-            map.height,
-            map.width
+            map.height(),
+            map.width()
         )));
     }
-    let (h, w) = (map.height, map.width);
+    let (h, w) = (map.height(), map.width());
+    let (pixels, values) = (image.view(), map.view());
     let mut out = image::RgbImage::new(2 * w as u32, h as u32);
     for y in 0..h {
         for x in 0..w {
-            let heat = jet(map.data[y * w + x]);
+            let heat = jet(values[[y, x]]);
             let mut left = [0u8; 3];
             let mut right = [0u8; 3];
             for c in 0..3 {
-                let v = image.pixel(c, y, x).clamp(0.0, 1.0);
+                let v = pixels[[y, x, c]].clamp(0.0, 1.0);
                 left[c] = (v * 255.0).round() as u8;
                 right[c] = ((0.5 * v + 0.5 * heat[c]) * 255.0).round() as u8;
             }
@@ -257,7 +209,7 @@ pub fn overlay(image: &RgbImage, map: &AnomalyMap) -> Result<image::RgbImage> {
 /// Writes [`overlay`] as a PNG atomically.
 pub fn write_overlay(path: &Path, image: &RgbImage, map: &AnomalyMap) -> Result<()> {
     let img = image::DynamicImage::from(overlay(image, map)?);
-    crate::demo_data::save_png(path, &img)
+    save_png(path, &img)
 }
 
 #[cfg(test)]
@@ -268,7 +220,7 @@ mod tests {
     fn tiff_round_trip_is_exact_float32() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<f32> = (0..12).map(|i| i as f32 / 7.0 - 0.3).collect();
-        let map = AnomalyMap::new(3, 4, data).unwrap();
+        let map = AnomalyMap::finite(3, 4, data).unwrap();
         let path = mvtec_map_path(dir.path(), "bottle", "crack", "000");
         assert!(path.ends_with("bottle/test/crack/000.tiff"));
         write_tiff(&path, &map).unwrap();
@@ -307,14 +259,14 @@ mod tests {
         assert_eq!(jet(0.0), [0.0, 0.0, 0.5]);
         assert_eq!(jet(1.0), [0.5, 0.0, 0.0]);
         assert_eq!(jet(0.5), [0.5, 1.0, 0.5]);
-        let img = RgbImage::zeros(2, 3);
-        let map = AnomalyMap::new(2, 3, vec![1.0; 6]).unwrap();
+        let img = RgbImage::zeros(2, 3).unwrap();
+        let map = AnomalyMap::finite(2, 3, vec![1.0; 6]).unwrap();
         let o = overlay(&img, &map).unwrap();
         assert_eq!(o.dimensions(), (6, 2));
         assert_eq!(o.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(o.get_pixel(4, 1).0, [64, 0, 0]);
-        assert!(overlay(&RgbImage::zeros(3, 3), &map).is_err());
-        assert!(AnomalyMap::new(1, 2, vec![0.0, f32::NAN]).is_err());
+        assert!(overlay(&RgbImage::zeros(3, 3).unwrap(), &map).is_err());
+        assert!(AnomalyMap::finite(1, 2, vec![0.0, f32::NAN]).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@ use candle_core::Device;
 use diffad::data::{load_image, load_images, MvtecClass};
 use diffad::demo_data::{write_demo_dataset, DemoDataOptions};
 use diffad::eval::{evaluate, EvalOptions};
+use diffad::nn::progress::Silent;
 use diffad::report::{read_tiff, Metrics};
+use diffad::train::silent;
 use diffad::{Config, DiffAd, Error, RunDir, Stage, TrainOptions};
 
 /// The tiny preset shrunk to 32x32 images and two epochs per stage.
@@ -54,24 +56,27 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     let run_dir = work.path().join("run");
     let run = RunDir::create(&run_dir, config.clone()).unwrap();
     let images = load_images(&class.train, 32).unwrap();
-    let quiet = TrainOptions {
-        progress: false,
-        ..Default::default()
-    };
+    let quiet = TrainOptions::default();
 
     // Training out of order is refused: the LDM needs the VAE.
-    let early = diffad::pipeline::train(
+    let early = diffad::train(
         &run,
         &images,
         &Device::Cpu,
         &TrainOptions {
             stages: vec![Stage::Ldm],
-            progress: false,
         },
+        &mut silent,
     );
-    assert!(matches!(early, Err(Error::MissingCheckpoint { ref stage, .. }) if stage == "vae"));
+    assert!(matches!(
+        early,
+        Err(Error::MissingCheckpoint {
+            stage: Stage::Vae,
+            ..
+        })
+    ));
 
-    let reports = diffad::pipeline::train(&run, &images, &Device::Cpu, &quiet).unwrap();
+    let reports = diffad::train(&run, &images, &Device::Cpu, &quiet, &mut silent).unwrap();
     assert_eq!(reports.len(), 3);
     // 6 images, batch 4: 2 steps per epoch, 2 epochs.
     for r in &reports {
@@ -87,7 +92,7 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
         );
     }
     // A second call finds every stage done.
-    let again = diffad::pipeline::train(&run, &images, &Device::Cpu, &quiet).unwrap();
+    let again = diffad::train(&run, &images, &Device::Cpu, &quiet, &mut silent).unwrap();
     assert!(again.iter().all(|r| r.skipped));
     // The run directory refuses another configuration, naming the setting.
     let mut other = config.clone();
@@ -105,19 +110,10 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     let batch = model.predict_batch(&[first, second]).unwrap();
     assert_eq!(batch[1].map, map);
     assert_eq!(batch[1].score, score);
-    assert!(map.data().iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(map.as_slice().iter().all(|v| (0.0..=1.0).contains(v)));
 
     let out = work.path().join("eval");
-    let result = evaluate(
-        &model,
-        &class,
-        &out,
-        &EvalOptions {
-            progress: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let result = evaluate(&model, &class, &out, &EvalOptions::default(), &mut Silent).unwrap();
     let m = Metrics::read_json(&out.join("metrics.json")).unwrap();
     assert_eq!(m, result.metrics);
     assert_eq!(m.images, 6);

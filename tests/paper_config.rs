@@ -26,7 +26,7 @@ fn paper_config_predicts_a_256_image() {
     }
     AutoencoderKl::new(config.vae_architecture(), 0, &device)
         .unwrap()
-        .save(&run.weights(Stage::Vae))
+        .save(run.weights(Stage::Vae))
         .unwrap();
     let unet_vars = VarMap::new();
     let vb = diffad::nn::init::seeded_var_builder(&unet_vars, 0, DType::F32, &device);
@@ -34,7 +34,7 @@ fn paper_config_predicts_a_256_image() {
     unet_vars.save(run.weights(Stage::Ldm)).unwrap();
     let seg_vars = VarMap::new();
     DiscriminativeUNet::init(config.segmenter_architecture(), &seg_vars, 0, &device).unwrap();
-    DiscriminativeUNet::save(&seg_vars, &run.weights(Stage::Segmenter)).unwrap();
+    DiscriminativeUNet::save(&seg_vars, run.weights(Stage::Segmenter)).unwrap();
 
     let model = DiffAd::load(&run, &device).unwrap();
     let image = good_image(256, 0, 0, 0).unwrap();
@@ -43,6 +43,6 @@ fn paper_config_predicts_a_256_image() {
     let seconds = start.elapsed().as_secs_f64();
     println!("paper config: predict of one 256x256 image took {seconds:.2} s");
     assert_eq!((map.height(), map.width()), (256, 256));
-    assert!(map.data().iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(map.as_slice().iter().all(|v| (0.0..=1.0).contains(v)));
     assert!((0.0..=1.0).contains(&score));
 }

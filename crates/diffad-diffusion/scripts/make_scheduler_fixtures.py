@@ -162,7 +162,7 @@ for case in ddpm_cases:
     fixture["ddpm"].append({"config": case, "timesteps": ts, "steps": steps})
 
 ddim_cases = [
-    # DiffAD / CompVis DDIM (REFERENCE.md section 3), 10 and 50 steps.
+    # DiffAD / CompVis DDIM (docs/reference.md §3), 10 and 50 steps.
     dict(
         beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.02, prediction_type="epsilon",
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading",

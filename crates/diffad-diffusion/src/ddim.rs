@@ -9,13 +9,13 @@
 //! `x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma_t^2) eps + sigma_t z`
 //!
 //! `eta = 0` is the deterministic DDIM that DiffAD samples with (10 steps at test time,
-//! 50 to train the segmentation network; REFERENCE.md section 3).
+//! 50 to train the segmentation network; `docs/reference.md` §3).
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schedule::{axpby, BetaSchedule, NoiseSchedule};
+use crate::noise_schedule::{axpby, BetaSchedule, NoiseSchedule};
 use crate::scheduler::{
     check_step_inputs, spaced_timesteps, PredictionType, Scheduler, StepOutput, TimestepSpacing,
 };
@@ -64,7 +64,7 @@ impl DdimConfig {
     /// DiffAD / CompVis DDIM: scaled-linear 0.0015..0.02, T = 1000, timesteps
     /// `range(0, T, T/n) + 1` (leading, `steps_offset = 1`), `abar[0]` after the last
     /// step (`set_alpha_to_one = false`), epsilon, no clipping, eta 0, 10 steps
-    /// (REFERENCE.md section 3).
+    /// (`docs/reference.md` §3).
     pub fn diffad() -> Self {
         Self {
             beta_schedule: BetaSchedule::diffad(),

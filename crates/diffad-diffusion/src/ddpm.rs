@@ -12,7 +12,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schedule::{axpby, BetaSchedule, NoiseSchedule};
+use crate::noise_schedule::{axpby, BetaSchedule, NoiseSchedule};
 use crate::scheduler::{
     check_step_inputs, spaced_timesteps, PredictionType, Scheduler, StepOutput, TimestepSpacing,
 };

@@ -110,6 +110,21 @@ impl Error {
     }
 }
 
+/// Maps the file errors of `diffad-nn`'s checkpoint I/O onto this crate's variants
+/// ([`Error::Io`], [`Error::Checkpoint`]); other errors stay [`Error::Nn`]. Used by the
+/// UNet loader and the trainer's checkpoints alike.
+pub(crate) fn file_error(e: diffad_nn::Error) -> Error {
+    match e {
+        diffad_nn::Error::Io { path, source } => Error::Io { path, source },
+        diffad_nn::Error::Checkpoint { path, reason } => Error::Checkpoint { path, reason },
+        diffad_nn::Error::WeightsMismatch { path, mismatch } => Error::Checkpoint {
+            path,
+            reason: format!("does not fit the model: {mismatch}"),
+        },
+        other => Error::Nn(other),
+    }
+}
+
 /// Converts a crate error into a Candle error, for trait methods (such as
 /// [`crate::Denoiser::predict`]) whose contract returns `candle_core::Result`.
 impl From<Error> for candle_core::Error {

@@ -1,10 +1,23 @@
 //! Reproducible Gaussian noise with one random stream per sample.
 //!
-//! Every sample `i` of a batch draws from its own `ChaCha8Rng` seeded from
-//! `(seed, purpose)` with stream `i`, on the CPU, and the result is moved to the
-//! target device. A sample's noise therefore depends only on `(seed, purpose, i)`:
-//! not on the batch it is in, the thread count, or the device (Candle's device RNG
-//! is never used).
+//! Every sample `i` of a batch draws from its own `ChaCha8Rng` keyed by
+//! [`mix_seed`]`(seed, purpose)` with stream `i` ([`sample_rng`]), on the CPU, and the
+//! result is moved to the target device. A sample's noise therefore depends only on
+//! `(seed, purpose, i)`: not on the batch it is in, the thread count, or the device
+//! (Candle's device RNG is never used).
+//!
+//! What separates the streams of this crate:
+//!
+//! * the `purpose` (a salt of [`mix_seed`], see `diffad_nn::seed` for why distinct salts
+//!   give independent keys) separates what the noise is for:
+//!   [`TRAIN_PURPOSE`](crate::trainer::TRAIN_PURPOSE) (a training step's `t`, `eps`,
+//!   `t_c`, `eps'`), [`POSTERIOR_PURPOSE`](crate::trainer::POSTERIOR_PURPOSE) (the
+//!   posterior sample `z` of the image loop) and
+//!   [`RECONSTRUCT_PURPOSE`](crate::reconstruct::RECONSTRUCT_PURPOSE) (sampling);
+//! * the `seed` separates runs, and in training the steps: step `s` uses
+//!   [`LdmTrainer::step_seed`](crate::LdmTrainer::step_seed)`(s) = mix_seed(config.seed, s)`;
+//! * the ChaCha stream index separates the samples of a batch (in [`crate::reconstruct()`]
+//!   it is the sample's index in the data set, `sample_offset + i`).
 
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
@@ -13,15 +26,9 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::Result;
 
-/// SplitMix64 finaliser: decorrelates nearby seeds before they seed ChaCha.
-pub fn mix_seed(seed: u64, salt: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// SplitMix64 mixing of a seed and a salt, defined in `diffad_nn::seed` (re-exported here
+/// so the old path `diffad_diffusion::noise::mix_seed` keeps working).
+pub use diffad_nn::seed::mix_seed;
 
 /// The random stream of sample `index` for `(seed, purpose)`.
 pub fn sample_rng(seed: u64, purpose: u64, index: u64) -> ChaCha8Rng {
@@ -69,6 +76,13 @@ mod tests {
         let one: Vec<Vec<f32>> = one.to_vec2().unwrap();
         assert_eq!(both[1], one[0]);
         assert_ne!(both[0], both[1]);
+    }
+
+    #[test]
+    fn mix_seed_is_the_shared_splitmix64() {
+        // The values the streams of earlier versions were keyed with.
+        assert_eq!(mix_seed(0, 0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(mix_seed(7, 1), diffad_nn::seed::mix_seed(7, 1));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Reconstruction `z_r` of a (possibly anomalous) latent `c = E(x_a)` by the reverse
-//! process (paper Sec. 3.2-3.3; REFERENCE.md section 3: DDIM, eta 0, clean condition,
+//! process (paper Sec. 3.2-3.3; `docs/reference.md` §3: DDIM, eta 0, clean condition,
 //! 10 steps at test time, 50 to train the segmentation network).
 //!
 //! Randomness is per sample: sample `i` of a call draws, in order, its initial noise
@@ -7,18 +7,26 @@
 //! from the stream [`crate::noise::sample_rng`]`(seed, RECONSTRUCT_PURPOSE, sample_offset + i)`.
 //! Results therefore do not depend on the batch size or on the device's RNG.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::ddim::Ddim;
+use diffad_nn::latent::LatentCodec;
+
+use crate::ddim::{Ddim, DdimConfig};
 use crate::denoiser::{noisy_condition, ConditionMode, Denoiser};
 use crate::error::{Error, Result};
 use crate::noise::{gaussian_per_sample, sample_rng};
 use crate::scheduler::Scheduler;
 
-/// The `purpose` of the random streams of [`reconstruct`] (see [`crate::noise`]).
-pub const RECONSTRUCT_PURPOSE: u64 = 0x5245_434f_4e53; // "RECONS"
+/// `u32` timesteps `(B)`: defined in [`crate::denoiser`], re-exported here for the old
+/// path.
+pub use crate::denoiser::timestep_tensor;
+
+/// The `purpose` of the random streams of [`reconstruct`] (see [`crate::noise`]): keeps the
+/// sampling noise (`z_T`, the condition noise, the stochastic steps' noise) apart from the
+/// training streams drawn with the same seed. The bytes spell `"RECONS"`.
+pub const RECONSTRUCT_PURPOSE: u64 = 0x5245_434f_4e53;
 
 /// Options of [`reconstruct`]; `Default` is DiffAD's test-time sampler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +53,7 @@ impl Default for ReconstructOptions {
         Self {
             steps: 10,
             eta: 0.0,
-            mode: ConditionMode::Noisy,
+            mode: ConditionMode::NoisyCondition,
             condition_t: None,
             seed: 0,
             sample_offset: 0,
@@ -55,11 +63,12 @@ impl Default for ReconstructOptions {
 
 /// Reconstructs the latents `condition` `(B, C, h, w)` (`c = E(x_a)`) with DDIM.
 ///
-/// * `Clean` / `Noisy`: start from `z_T ~ N(0, I)` and run `opts.steps` DDIM steps of
-///   `eps_theta(z_t, t, c~)` with `c~ = c` or, with `condition_t = Some(t_c)`,
-///   `c~ = sqrt(abar_tc) c + sqrt(1 - abar_tc) eps'` (fixed for the whole chain).
-/// * `None`: the same chain without a condition (unconditional generation; `condition`
-///   only gives the latent shape).
+/// * `CleanCondition` / `NoisyCondition`: start from `z_T ~ N(0, I)` and run `opts.steps`
+///   DDIM steps of `eps_theta(z_t, t, c~)` with `c~ = c` or, with
+///   `condition_t = Some(t_c)`, `c~ = sqrt(abar_tc) c + sqrt(1 - abar_tc) eps'` (fixed for
+///   the whole chain).
+/// * `Unconditional`: the same chain without a condition (unconditional generation;
+///   `condition` only gives the latent shape).
 /// * `ForwardReverse { t_start }` (SDEdit): `z = sqrt(abar_t0) c + sqrt(1 - abar_t0) eps`
 ///   at `t0`, the first DDIM timestep `<= t_start`, then the DDIM steps from `t0` without
 ///   condition.
@@ -88,7 +97,7 @@ pub fn reconstruct(
     {
         scheduler.clone()
     } else {
-        Ddim::new(crate::DdimConfig {
+        Ddim::new(DdimConfig {
             num_inference_steps: opts.steps,
             eta: opts.eta,
             ..scheduler.config().clone()
@@ -101,7 +110,7 @@ pub fn reconstruct(
     let per_sample = [c, h, w];
     let initial = gaussian_per_sample(&mut rngs, &per_sample, dtype, device)?;
     match opts.mode {
-        ConditionMode::Clean | ConditionMode::Noisy => {
+        ConditionMode::CleanCondition | ConditionMode::NoisyCondition => {
             let cond = match opts.condition_t {
                 None => condition.clone(),
                 Some(t_c) => {
@@ -118,7 +127,7 @@ pub fn reconstruct(
                 &mut rngs,
             )
         }
-        ConditionMode::None => denoise(
+        ConditionMode::Unconditional => denoise(
             denoiser,
             &sched,
             &initial,
@@ -194,7 +203,7 @@ pub fn denoise(
 /// codec (posterior mode, `c = E(x_a)`), reconstructs with [`reconstruct`], and decodes:
 /// returns `(z_r, x_r = D(z_r))`.
 pub fn reconstruct_images(
-    codec: &dyn diffad_vae::LatentCodec,
+    codec: &dyn LatentCodec,
     denoiser: &dyn Denoiser,
     scheduler: &Ddim,
     images: &Tensor,
@@ -204,10 +213,4 @@ pub fn reconstruct_images(
     let z_r = reconstruct(denoiser, scheduler, &c, opts)?;
     let x_r = codec.decode(&z_r)?;
     Ok((z_r, x_r))
-}
-
-/// `u32` timesteps `(B)` as the denoisers of this crate take them.
-pub fn timestep_tensor(t: &[usize], device: &candle_core::Device) -> Result<Tensor> {
-    let v: Vec<u32> = t.iter().map(|&t| t as u32).collect();
-    Ok(Tensor::from_vec(v, t.len(), device)?.to_dtype(DType::U32)?)
 }

@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schedule::NoiseSchedule;
+use crate::noise_schedule::NoiseSchedule;
 
 /// What the denoiser predicts (diffusers' `prediction_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ impl PredictionType {
         sample: &Tensor,
         alpha_prod_t: f64,
     ) -> Result<(Tensor, Tensor)> {
-        use crate::schedule::axpby;
+        use crate::noise_schedule::axpby;
         let beta_prod_t = 1.0 - alpha_prod_t;
         let (sa, sb) = (alpha_prod_t.sqrt(), beta_prod_t.sqrt());
         Ok(match self {
@@ -185,7 +185,7 @@ pub(crate) fn check_step_inputs(
     sample: &Tensor,
     noise: Option<&Tensor>,
 ) -> Result<()> {
-    crate::schedule::ensure_float(op, sample)?;
+    crate::noise_schedule::ensure_float(op, sample)?;
     if model_output.dims() != sample.dims() {
         return Err(Error::shape(
             op,

@@ -1,9 +1,9 @@
-//! Training the conditional LDM (paper Sec. 3.2-3.3; REFERENCE.md section 3):
+//! Training the conditional LDM (paper Sec. 3.2-3.3; `docs/reference.md` §3):
 //!
 //! ```text
 //! t ~ U{0..T-1},  eps ~ N(0, I),  z_t = sqrt(abar_t) z + sqrt(1 - abar_t) eps
-//! Noisy:  t_c ~ U{0..T-1} independent of t,  c~ = sqrt(abar_tc) c + sqrt(1 - abar_tc) eps'
-//! Clean:  c~ = c            None / ForwardReverse: no condition
+//! NoisyCondition:  t_c ~ U{0..T-1} independent of t,  c~ = sqrt(abar_tc) c + sqrt(1 - abar_tc) eps'
+//! CleanCondition:  c~ = c          Unconditional / ForwardReverse: no condition
 //! L = mean || target - eps_theta(z_t, t, c~) ||^2     (target = eps for epsilon prediction)
 //! ```
 //!
@@ -13,6 +13,15 @@
 //! checkpointable moments); its [`Ema`] of the weights; global-norm clipping; checkpoints
 //! are one safetensors file written atomically (`path.tmp`, then rename) holding the
 //! weights, the EMA, the AdamW moments and the configuration, so training resumes exactly.
+//! The loops report to a [`Progress`] callback and never print.
+//!
+//! Random streams (see [`crate::noise`]): the initial weights come from
+//! [`LdmTrainConfig::seed`] (per parameter name, `diffad_nn::init`); optimiser step `s`
+//! draws its `t`, `eps`, `t_c` and `eps'` from
+//! [`sample_rng`]`(`[`step_seed`](LdmTrainer::step_seed)`(s), `[`TRAIN_PURPOSE`]`, i)` and,
+//! in [`LdmTrainer::train_on_images`], the posterior sample of image `i` from
+//! `sample_rng(step_seed(s), `[`POSTERIOR_PURPOSE`]`, i)`: the step separates the steps,
+//! the purpose what the noise is for, the stream index the samples.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,24 +29,29 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use diffad_nn::latent::LatentCodec;
+use diffad_nn::progress::Progress;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::denoiser::{noisy_condition, ConditionMode, Denoiser};
-use crate::error::{Error, Result};
+use crate::denoiser::{noisy_condition, timestep_tensor, ConditionMode, Denoiser};
+use crate::error::{file_error, Error, Result};
 use crate::noise::{gaussian_per_sample, mix_seed, sample_rng};
-use crate::schedule::{BetaSchedule, NoiseSchedule};
+use crate::noise_schedule::{BetaSchedule, NoiseSchedule};
 use crate::scheduler::PredictionType;
 use crate::unet::{concat_condition, UNet, UNetConfig};
 use diffad_nn::checkpoint::{load_varmap_from, save_tensors, TensorFile};
 use diffad_nn::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
 
-/// The `purpose` of the random streams of a training step (see [`crate::noise`]).
-pub const TRAIN_PURPOSE: u64 = 0x0054_5241_494e; // "TRAIN"
-/// The `purpose` of the posterior-sampling streams of the image loop.
-pub const POSTERIOR_PURPOSE: u64 = 0x504f_5354; // "POST"
+/// The `purpose` of the random streams of a training step (see [`crate::noise`]): the
+/// timesteps `t`, `t_c` and the noises `eps`, `eps'`, apart from the posterior samples and
+/// from sampling. The bytes spell `"TRAIN"`.
+pub const TRAIN_PURPOSE: u64 = 0x0054_5241_494e;
+/// The `purpose` of the posterior-sampling streams of the image loop
+/// ([`LdmTrainer::train_on_images`]: `z = mu + sigma n`), apart from the step's own draws.
+/// The bytes spell `"POST"`.
+pub const POSTERIOR_PURPOSE: u64 = 0x504f_5354;
 
 /// `mean((target - prediction)^2)` over all elements (PyTorch `F.mse_loss`).
 pub fn diffusion_loss(prediction: &Tensor, target: &Tensor) -> Result<Tensor> {
@@ -70,16 +84,15 @@ pub struct LdmTrainConfig {
     pub ema_warmup: bool,
     /// Clip the global gradient norm to this value (`None`: no clipping, as CompVis).
     pub grad_clip: Option<f64>,
-    /// Seed of the per-step, per-sample random streams.
+    /// Seed of the initial weights and of the per-step, per-sample random streams (see
+    /// the module doc).
     pub seed: u64,
-    /// Show a progress bar (only on a terminal).
-    pub progress: bool,
 }
 
 impl Default for LdmTrainConfig {
     fn default() -> Self {
         Self {
-            mode: ConditionMode::Noisy,
+            mode: ConditionMode::NoisyCondition,
             beta_schedule: BetaSchedule::diffad(),
             num_train_timesteps: 1000,
             prediction_type: PredictionType::Epsilon,
@@ -91,12 +104,11 @@ impl Default for LdmTrainConfig {
             ema_warmup: true,
             grad_clip: Some(1.0),
             seed: 0,
-            progress: true,
         }
     }
 }
 
-/// Options of the training loops ([`LdmTrainer::train_on_latents`],
+/// Options of the training loops ([`LdmTrainer::train`],
 /// [`LdmTrainer::train_on_images`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrainLoopOptions {
@@ -115,7 +127,8 @@ pub struct TrainingDraws {
     pub t: Vec<usize>,
     /// The noise `eps` added to `z` (the regression target for epsilon prediction).
     pub eps: Tensor,
-    /// Condition timesteps `t_c` (empty unless the mode is [`ConditionMode::Noisy`]).
+    /// Condition timesteps `t_c` (empty unless the mode is
+    /// [`ConditionMode::NoisyCondition`]).
     pub t_c: Vec<usize>,
     /// The condition noise `eps'` (noisy mode only).
     pub condition_eps: Option<Tensor>,
@@ -126,8 +139,9 @@ pub struct TrainingDraws {
 pub struct TrainSummary {
     /// Optimiser steps taken in this call.
     pub steps: u64,
-    /// The trainer's total step count afterwards.
-    pub global_step: u64,
+    /// The trainer's [`step`](LdmTrainer::step) afterwards (optimiser steps over the whole
+    /// run).
+    pub step: u64,
     /// Mean loss over the steps of this call.
     pub mean_loss: f32,
     /// Loss of the last step.
@@ -217,9 +231,14 @@ impl LdmTrainer {
         &self.schedule
     }
 
-    /// Optimiser steps taken so far.
-    pub fn global_step(&self) -> u64 {
+    /// Optimiser steps taken so far (over the whole run, including those before a resume).
+    pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// The optimiser (its moments and step count).
+    pub fn optimizer(&self) -> &AdamW {
+        &self.optimizer
     }
 
     /// Changes the learning rate.
@@ -271,8 +290,10 @@ impl LdmTrainer {
         let draws = self.training_draws(seed, b, [ch, h, w], cc)?;
         let z_t = self.schedule.add_noise(&z, &draws.eps, &draws.t)?;
         let cond = match self.config.mode {
-            ConditionMode::Clean => Some(c.to_device(&self.device)?.to_dtype(DType::F32)?.detach()),
-            ConditionMode::Noisy => {
+            ConditionMode::CleanCondition => {
+                Some(c.to_device(&self.device)?.to_dtype(DType::F32)?.detach())
+            }
+            ConditionMode::NoisyCondition => {
                 let c = c.to_device(&self.device)?.to_dtype(DType::F32)?.detach();
                 let eps_c = draws
                     .condition_eps
@@ -280,12 +301,12 @@ impl LdmTrainer {
                     .ok_or_else(|| Error::config("trainer", "no condition noise drawn"))?;
                 Some(noisy_condition(&self.schedule, &c, &draws.t_c, eps_c)?)
             }
-            ConditionMode::None | ConditionMode::ForwardReverse { .. } => None,
+            ConditionMode::Unconditional | ConditionMode::ForwardReverse { .. } => None,
         };
         let t = draws.t;
         let eps = draws.eps;
         let x = concat_condition(&z_t, cond.as_ref(), self.unet_config.in_channels)?;
-        let t_tensor = crate::reconstruct::timestep_tensor(&t, &self.device)?;
+        let t_tensor = timestep_tensor(&t, &self.device)?;
         let prediction = self.unet.forward(&x, &t_tensor, train)?;
         let target = match self.config.prediction_type {
             PredictionType::Epsilon => eps,
@@ -297,7 +318,7 @@ impl LdmTrainer {
 
     /// The random quantities of one training batch, drawn per sample `i` from
     /// [`sample_rng`]`(seed, TRAIN_PURPOSE, i)` in this order: `t ~ U{0..T-1}`, `eps`
-    /// (`latent` shape), and for [`ConditionMode::Noisy`] (`condition_channels > 0`)
+    /// (`latent` shape), and for [`ConditionMode::NoisyCondition`] (`condition_channels > 0`)
     /// `t_c ~ U{0..T-1}`, drawn independently of `t`, and `eps'`.
     pub fn training_draws(
         &self,
@@ -313,7 +334,7 @@ impl LdmTrainer {
         let t: Vec<usize> = rngs.iter_mut().map(|r| r.random_range(0..big_t)).collect();
         let eps = gaussian_per_sample(&mut rngs, &latent, DType::F32, &self.device)?;
         let (t_c, condition_eps) =
-            if self.config.mode == ConditionMode::Noisy && condition_channels > 0 {
+            if self.config.mode == ConditionMode::NoisyCondition && condition_channels > 0 {
                 let t_c: Vec<usize> = rngs.iter_mut().map(|r| r.random_range(0..big_t)).collect();
                 let shape = [condition_channels, latent[1], latent[2]];
                 (
@@ -358,35 +379,39 @@ impl LdmTrainer {
         Ok(value)
     }
 
-    /// The seed of global step `step` (the loops pass it to [`LdmTrainer::train_step`]).
+    /// The seed of optimiser step `step`, `mix_seed(config.seed, step)` (the loops pass it
+    /// to [`LdmTrainer::train_step`]): a different seed for every step of the run.
     pub fn step_seed(&self, step: u64) -> u64 {
         mix_seed(self.config.seed, step)
     }
 
     /// Trains on batches of latents `(z, c)`: `z` posterior samples of `E(x)`, `c` the
     /// latents of the anomalous versions (any tensor of the right shape for unconditional
-    /// modes). Errors of the iterator are passed through as [`Error::Input`].
-    pub fn train_on_latents<I, E>(
+    /// modes), until the batches or `opts.max_steps` run out, reporting every step to
+    /// `progress`. Errors of the iterator are passed through as [`Error::Input`].
+    pub fn train<I, E>(
         &mut self,
         batches: I,
         opts: &TrainLoopOptions,
+        progress: &mut dyn Progress,
     ) -> Result<TrainSummary>
     where
         I: IntoIterator<Item = std::result::Result<(Tensor, Tensor), E>>,
         E: std::fmt::Display,
     {
-        self.run_loop(batches, opts, |_, z, c| Ok((z, c)))
+        self.run_loop(batches, opts, progress, |_, z, c| Ok((z, c)))
     }
 
     /// Trains on batches of images `(x, x_a)` `(B, 3, H, W)` in `[0, 1]`: normal images and
     /// their simulated anomalous versions (diffad-synth), encoded with `codec`:
     /// `z = mu + sigma * n` (a posterior sample of `E(x)`, drawn from our seeded streams) and
-    /// `c = E(x_a)` (posterior mode).
+    /// `c = E(x_a)` (posterior mode). Otherwise as [`train`](Self::train).
     pub fn train_on_images<I, E>(
         &mut self,
-        codec: &dyn diffad_vae::LatentCodec,
+        codec: &dyn LatentCodec,
         batches: I,
         opts: &TrainLoopOptions,
+        progress: &mut dyn Progress,
     ) -> Result<TrainSummary>
     where
         I: IntoIterator<Item = std::result::Result<(Tensor, Tensor), E>>,
@@ -394,7 +419,7 @@ impl LdmTrainer {
     {
         let seed = self.config.seed;
         let device = self.device.clone();
-        self.run_loop(batches, opts, move |step, x, x_a| {
+        self.run_loop(batches, opts, progress, move |step, x, x_a| {
             let posterior = codec.encode_posterior(&x)?;
             let mean = posterior.mean.detach();
             let (b, ch, h, w) = mean.dims4()?;
@@ -412,6 +437,7 @@ impl LdmTrainer {
         &mut self,
         batches: I,
         opts: &TrainLoopOptions,
+        progress: &mut dyn Progress,
         mut prepare: F,
     ) -> Result<TrainSummary>
     where
@@ -419,21 +445,7 @@ impl LdmTrainer {
         E: std::fmt::Display,
         F: FnMut(u64, Tensor, Tensor) -> Result<(Tensor, Tensor)>,
     {
-        let bar = if self.config.progress {
-            let bar = match opts.max_steps {
-                Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
-                None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            };
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} LDM [{elapsed_precise}] {pos}/{len} steps {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        progress.start(opts.max_steps.map(|m| self.step + m), self.step);
         let start = Instant::now();
         let (mut steps, mut sum, mut last) = (0u64, 0.0f64, f32::NAN);
         for batch in batches {
@@ -446,23 +458,26 @@ impl LdmTrainer {
             last = self.train_step(&z, &c, seed)?;
             steps += 1;
             sum += last as f64;
-            let rate = steps as f64 / start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_position(steps);
-            bar.set_message(format!("loss {last:.4}  {rate:.2} steps/s"));
+            progress.step(self.step, f64::from(last));
             if let (Some(path), Some(every)) = (&opts.checkpoint, opts.checkpoint_every) {
                 if every > 0 && self.step % every == 0 {
                     self.save_checkpoint(path)?;
+                    log::debug!(
+                        "ldm: checkpoint of step {} written to {}",
+                        self.step,
+                        path.display()
+                    );
                 }
             }
         }
-        bar.finish_and_clear();
+        progress.finish();
         if let Some(path) = &opts.checkpoint {
             self.save_checkpoint(path)?;
         }
         let secs = start.elapsed().as_secs_f64().max(1e-9);
         Ok(TrainSummary {
             steps,
-            global_step: self.step,
+            step: self.step,
             mean_loss: if steps == 0 {
                 f32::NAN
             } else {
@@ -515,8 +530,14 @@ impl LdmTrainer {
     }
 
     /// Restores a trainer saved by [`LdmTrainer::save_checkpoint`] (weights, EMA, optimiser
-    /// moments, step count and configuration) on `device`.
-    pub fn from_checkpoint(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+    /// moments and step count) on `device`. `config` replaces the saved training settings
+    /// when given (e.g. another learning rate); `None` keeps the saved ones. The UNet
+    /// architecture is the saved one.
+    pub fn resume(
+        path: impl AsRef<Path>,
+        config: Option<LdmTrainConfig>,
+        device: &Device,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let file = TensorFile::read(path, device).map_err(file_error)?;
         let json = file.meta(METADATA_KEY).map_err(|_| {
@@ -530,7 +551,7 @@ impl LdmTrainer {
                 format!("unknown format {:?}", meta.format),
             ));
         }
-        let mut trainer = Self::new(meta.unet, meta.train, device)?;
+        let mut trainer = Self::new(meta.unet, config.unwrap_or(meta.train), device)?;
         load_varmap_from(&trainer.varmap, &file, "model.", true).map_err(file_error)?;
         let get = |key: &str| file.tensors.get(key).cloned();
         trainer
@@ -546,7 +567,7 @@ impl LdmTrainer {
     }
 
     /// Writes the network alone (EMA weights if `ema` and available) as a diffusers
-    /// `UNet2DModel` state dict, atomically; load it with [`UNet::from_safetensors`] or
+    /// `UNet2DModel` state dict, atomically; load it with [`UNet::load`] or
     /// diffusers with [`UNetConfig::to_diffusers_json`] as `config.json`.
     pub fn export_unet(&self, path: impl AsRef<Path>, ema: bool) -> Result<()> {
         let tensors: Vec<(String, Tensor)> = match (&self.ema, ema) {
@@ -603,16 +624,3 @@ struct CheckpointMeta {
 }
 
 const METADATA_KEY: &str = "diffad";
-
-/// Maps the file errors of `diffad-nn`'s checkpoint I/O onto this crate's variants.
-pub(crate) fn file_error(e: diffad_nn::Error) -> Error {
-    match e {
-        diffad_nn::Error::Io { path, source } => Error::Io { path, source },
-        diffad_nn::Error::Checkpoint { path, reason } => Error::Checkpoint { path, reason },
-        diffad_nn::Error::WeightsMismatch { path, mismatch } => Error::Checkpoint {
-            path,
-            reason: format!("does not fit the model: {mismatch}"),
-        },
-        other => Error::Nn(other),
-    }
-}

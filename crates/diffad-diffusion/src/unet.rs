@@ -31,7 +31,7 @@ use diffad_nn::{
 use serde::{Deserialize, Serialize};
 
 use crate::denoiser::Denoiser;
-use crate::error::{Error, Result};
+use crate::error::{file_error, Error, Result};
 
 /// Hyper-parameters of a [`UNet`] (diffusers `UNet2DModel` arguments; level `i` of
 /// `attention` selects `AttnDownBlock2D` / `AttnUpBlock2D` over `DownBlock2D` / `UpBlock2D`,
@@ -67,7 +67,7 @@ pub struct UNetConfig {
 }
 
 impl UNetConfig {
-    /// DiffAD's denoiser (REFERENCE.md section 3): in 8 (4 latent + 4 condition), out 4,
+    /// DiffAD's denoiser (`docs/reference.md` §3): in 8 (4 latent + 4 condition), out 4,
     /// widths 256/512/1024, 2 res blocks per level, attention at every level and in the mid
     /// block, 32 channels per head; 257.7M parameters.
     pub fn diffad() -> Self {
@@ -103,7 +103,7 @@ impl UNetConfig {
     }
 
     /// The same configuration without condition channels (`in_channels = out_channels`),
-    /// for unconditional models ([`crate::ConditionMode::None`] and
+    /// for unconditional models ([`crate::ConditionMode::Unconditional`] and
     /// [`crate::ConditionMode::ForwardReverse`]).
     pub fn unconditional(mut self) -> Self {
         self.in_channels = self.out_channels;
@@ -394,6 +394,11 @@ pub struct UNet {
 impl UNet {
     /// Builds the network from `vb` (a `VarMap`-backed builder to train, or safetensors
     /// weights to load).
+    ///
+    /// Dropout (when `config.dropout > 0`) draws from one stream per res block, keyed by
+    /// the block's position so the blocks' masks differ: `100 i + j` for res block `j` of
+    /// down level `i`, `10_000 + k` for res block `k` of the mid block, and
+    /// `20_000 + 100 i + j` for res block `j` of up level `i`.
     pub fn new(config: UNetConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let widths = &config.block_out_channels;
@@ -533,16 +538,23 @@ impl UNet {
         })
     }
 
-    /// Loads a diffusers `UNet2DModel` state dict (`.safetensors`) into `dtype` on `device`.
-    pub fn from_safetensors(
+    /// Loads a diffusers `UNet2DModel` state dict (`.safetensors`, e.g. one written by
+    /// [`LdmTrainer::export_unet`](crate::LdmTrainer::export_unet)) in `f32` on `device`.
+    /// Tensors the network needs that the file lacks, or of the wrong shape, are an
+    /// [`Error::Checkpoint`] naming the file.
+    pub fn load(config: UNetConfig, path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_with_dtype(config, path, DType::F32, device)
+    }
+
+    /// [`load`](Self::load) into `dtype` (e.g. `F16` for half-precision inference).
+    pub fn load_with_dtype(
         config: UNetConfig,
         path: impl AsRef<Path>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let path = path.as_ref();
-        let file = diffad_nn::checkpoint::TensorFile::read(path, device)
-            .map_err(crate::trainer::file_error)?;
+        let file = diffad_nn::checkpoint::TensorFile::read(path, device).map_err(file_error)?;
         let vb = VarBuilder::from_tensors(file.tensors.into_iter().collect(), dtype, device);
         Self::new(config, vb).map_err(|e| Error::checkpoint(path, e.to_string()))
     }

@@ -76,9 +76,9 @@ fn oracle_denoiser_is_reconstructed_exactly() {
     let dev = Device::Cpu;
     let x0 = Tensor::randn(0f64, 1.0, (3, 4, 4, 4), &dev).unwrap();
     for mode in [
-        ConditionMode::Clean,
-        ConditionMode::Noisy,
-        ConditionMode::None,
+        ConditionMode::CleanCondition,
+        ConditionMode::NoisyCondition,
+        ConditionMode::Unconditional,
         ConditionMode::ForwardReverse { t_start: 450 },
     ] {
         for eta in [0.0, 1.0] {
@@ -213,7 +213,7 @@ fn bad_inputs_are_typed_errors() {
     assert!(reconstruct(&unet, &sched, &c, &fr0).is_err()); // no DDIM step at or below t = 0
                                                             // The conditional UNet refuses to run without its condition channels.
     let none = ReconstructOptions {
-        mode: ConditionMode::None,
+        mode: ConditionMode::Unconditional,
         ..Default::default()
     };
     assert!(reconstruct(&unet, &sched, &c, &none).is_err());

@@ -1,10 +1,12 @@
 //! The LDM trainer: learning, gradients, noisy-condition draws, checkpoints and resume,
 //! the image loop through a `LatentCodec`.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use diffad_diffusion::{
-    AdamWConfig, ConditionMode, Denoiser, LdmTrainConfig, LdmTrainer, TrainLoopOptions, UNetConfig,
+    AdamWConfig, ConditionMode, Denoiser, LdmTrainConfig, LdmTrainer, Silent, TrainLoopOptions,
+    UNetConfig,
 };
+use diffad_nn::latent::{DiagonalGaussian, LatentCodec};
 
 fn quiet(mode: ConditionMode) -> LdmTrainConfig {
     LdmTrainConfig {
@@ -14,7 +16,6 @@ fn quiet(mode: ConditionMode) -> LdmTrainConfig {
             ..AdamWConfig::default()
         },
         ema_decay: Some(0.9),
-        progress: false,
         seed: 4,
         ..LdmTrainConfig::default()
     }
@@ -37,7 +38,7 @@ fn latents(seed: u64) -> (Tensor, Tensor) {
 fn training_reduces_the_loss_on_a_fixed_batch() {
     let mut trainer = LdmTrainer::new(
         UNetConfig::tiny(),
-        quiet(ConditionMode::Noisy),
+        quiet(ConditionMode::NoisyCondition),
         &Device::Cpu,
     )
     .unwrap();
@@ -56,12 +57,12 @@ fn training_reduces_the_loss_on_a_fixed_batch() {
         .to_scalar::<f32>()
         .unwrap();
     assert!(after < 0.7 * before, "loss {before} -> {after}");
-    assert_eq!(trainer.global_step(), 15);
+    assert_eq!(trainer.step(), 15);
 }
 
 #[test]
 fn every_parameter_gets_a_gradient_through_the_training_loss() {
-    for mode in [ConditionMode::Noisy, ConditionMode::None] {
+    for mode in [ConditionMode::NoisyCondition, ConditionMode::Unconditional] {
         let config = if mode.is_conditional() {
             UNetConfig::tiny()
         } else {
@@ -79,7 +80,7 @@ fn every_parameter_gets_a_gradient_through_the_training_loss() {
 fn condition_timesteps_are_independent_of_denoising_timesteps() {
     let trainer = LdmTrainer::new(
         UNetConfig::tiny(),
-        quiet(ConditionMode::Noisy),
+        quiet(ConditionMode::NoisyCondition),
         &Device::Cpu,
     )
     .unwrap();
@@ -104,7 +105,7 @@ fn condition_timesteps_are_independent_of_denoising_timesteps() {
     // The clean mode draws no condition noise.
     let clean = LdmTrainer::new(
         UNetConfig::tiny(),
-        quiet(ConditionMode::Clean),
+        quiet(ConditionMode::CleanCondition),
         &Device::Cpu,
     )
     .unwrap();
@@ -121,7 +122,7 @@ fn checkpoints_resume_exactly() {
     let path = dir.path().join("ldm.safetensors");
     let mut a = LdmTrainer::new(
         UNetConfig::tiny(),
-        quiet(ConditionMode::Noisy),
+        quiet(ConditionMode::NoisyCondition),
         &Device::Cpu,
     )
     .unwrap();
@@ -131,13 +132,13 @@ fn checkpoints_resume_exactly() {
         checkpoint_every: Some(2),
         ..Default::default()
     };
-    let summary = a.train_on_latents(batches, &opts).unwrap();
-    assert_eq!((summary.steps, summary.global_step), (3, 3));
+    let summary = a.train(batches, &opts, &mut Silent).unwrap();
+    assert_eq!((summary.steps, summary.step), (3, 3));
     assert!(summary.mean_loss.is_finite() && summary.steps_per_second > 0.0);
     assert!(path.exists() && !dir.path().join("ldm.safetensors.tmp").exists());
 
-    let mut b = LdmTrainer::from_checkpoint(&path, &Device::Cpu).unwrap();
-    assert_eq!(b.global_step(), 3);
+    let mut b = LdmTrainer::resume(&path, None, &Device::Cpu).unwrap();
+    assert_eq!(b.step(), 3);
     assert_eq!(b.config(), a.config());
     let (z, c) = latents(7);
     let la = a.train_step(&z, &c, 123).unwrap();
@@ -175,13 +176,7 @@ fn checkpoints_resume_exactly() {
     // The exported network loads as a diffusers-layout UNet.
     let export = dir.path().join("unet.safetensors");
     a.export_unet(&export, true).unwrap();
-    let loaded = diffad_diffusion::UNet::from_safetensors(
-        UNetConfig::tiny(),
-        &export,
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let loaded = diffad_diffusion::UNet::load(UNetConfig::tiny(), &export, &Device::Cpu).unwrap();
     let el = loaded.predict(&z, &t, Some(&c)).unwrap();
     let ea = a.ema_unet().unwrap().predict(&z, &t, Some(&c)).unwrap();
     assert_eq!(
@@ -203,18 +198,18 @@ fn bad_checkpoints_and_configs_are_typed_errors() {
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
     assert!(matches!(
-        LdmTrainer::from_checkpoint(&junk, &Device::Cpu),
+        LdmTrainer::resume(&junk, None, &Device::Cpu),
         Err(diffad_diffusion::Error::Checkpoint { .. })
     ));
     assert!(matches!(
-        LdmTrainer::from_checkpoint(dir.path().join("absent"), &Device::Cpu),
+        LdmTrainer::resume(dir.path().join("absent"), None, &Device::Cpu),
         Err(diffad_diffusion::Error::Io { .. })
     ));
     // A truncated real checkpoint.
     let path = dir.path().join("ok.safetensors");
     let t = LdmTrainer::new(
         UNetConfig::tiny(),
-        quiet(ConditionMode::Clean),
+        quiet(ConditionMode::CleanCondition),
         &Device::Cpu,
     )
     .unwrap();
@@ -222,21 +217,26 @@ fn bad_checkpoints_and_configs_are_typed_errors() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     assert!(matches!(
-        LdmTrainer::from_checkpoint(&path, &Device::Cpu),
+        LdmTrainer::resume(&path, None, &Device::Cpu),
         Err(diffad_diffusion::Error::Checkpoint { .. })
     ));
     // Conditional modes need condition channels; unconditional ones must not have them.
     assert!(LdmTrainer::new(
         UNetConfig::tiny().unconditional(),
-        quiet(ConditionMode::Noisy),
+        quiet(ConditionMode::NoisyCondition),
         &Device::Cpu
     )
     .is_err());
-    assert!(LdmTrainer::new(UNetConfig::tiny(), quiet(ConditionMode::None), &Device::Cpu).is_err());
+    assert!(LdmTrainer::new(
+        UNetConfig::tiny(),
+        quiet(ConditionMode::Unconditional),
+        &Device::Cpu
+    )
+    .is_err());
     // NaN latents stop training with a typed error.
     let mut t = LdmTrainer::new(
         UNetConfig::tiny(),
-        quiet(ConditionMode::Clean),
+        quiet(ConditionMode::CleanCondition),
         &Device::Cpu,
     )
     .unwrap();
@@ -248,7 +248,7 @@ fn bad_checkpoints_and_configs_are_typed_errors() {
     // A failing batch iterator is reported, not panicked on.
     let batches: Vec<Result<(Tensor, Tensor), String>> = vec![Err("disk on fire".into())];
     let err = t
-        .train_on_latents(batches, &TrainLoopOptions::default())
+        .train(batches, &TrainLoopOptions::default(), &mut Silent)
         .unwrap_err();
     assert!(err.to_string().contains("disk on fire"));
 }
@@ -256,16 +256,13 @@ fn bad_checkpoints_and_configs_are_typed_errors() {
 /// A stand-in codec: 4x average pooling, the mean of RGB as a 4th channel, fixed variance.
 struct PoolCodec;
 
-impl diffad_vae::LatentCodec for PoolCodec {
-    fn encode_posterior(
-        &self,
-        images: &Tensor,
-    ) -> candle_core::Result<diffad_vae::DiagonalGaussian> {
+impl LatentCodec for PoolCodec {
+    fn encode_posterior(&self, images: &Tensor) -> candle_core::Result<DiagonalGaussian> {
         let pooled = images.avg_pool2d(4)?;
         let gray = pooled.mean_keepdim(1)?;
         let mean = Tensor::cat(&[&pooled, &gray], 1)?.affine(2.0, -1.0)?;
         let logvar = (mean.zeros_like()? - 4.0)?;
-        diffad_vae::DiagonalGaussian::new(mean, logvar).map_err(candle_core::Error::wrap)
+        DiagonalGaussian::new(mean, logvar).map_err(candle_core::Error::wrap)
     }
     fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         latents
@@ -284,8 +281,12 @@ impl diffad_vae::LatentCodec for PoolCodec {
 #[test]
 fn trains_on_images_through_a_latent_codec() {
     let dev = Device::Cpu;
-    let mut trainer =
-        LdmTrainer::new(UNetConfig::tiny(), quiet(ConditionMode::Noisy), &dev).unwrap();
+    let mut trainer = LdmTrainer::new(
+        UNetConfig::tiny(),
+        quiet(ConditionMode::NoisyCondition),
+        &dev,
+    )
+    .unwrap();
     let x = Tensor::rand(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
     let x_a = x.affine(-1.0, 1.0).unwrap();
     let batches = std::iter::repeat_with(|| Ok::<_, String>((x.clone(), x_a.clone())));
@@ -297,6 +298,7 @@ fn trains_on_images_through_a_latent_codec() {
                 max_steps: Some(2),
                 ..Default::default()
             },
+            &mut Silent,
         )
         .unwrap();
     assert_eq!(s.steps, 2);

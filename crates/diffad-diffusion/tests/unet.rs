@@ -21,13 +21,7 @@ fn forward_matches_diffusers_unet2dmodel() {
     let config = fixture_config();
     assert_eq!(config.block_out_channels, vec![16, 32]);
     assert_eq!(config.attention, vec![true, false]);
-    let unet = UNet::from_safetensors(
-        config,
-        format!("{FIX}/unet_tiny.safetensors"),
-        DType::F32,
-        &dev,
-    )
-    .unwrap();
+    let unet = UNet::load(config, format!("{FIX}/unet_tiny.safetensors"), &dev).unwrap();
     let io =
         candle_core::safetensors::load(format!("{FIX}/unet_tiny_io.safetensors"), &dev).unwrap();
     let (sample, timesteps, want) = (&io["sample"], &io["timesteps"], &io["output"]);
@@ -202,23 +196,17 @@ fn bad_shapes_are_typed_errors() {
     let p = dir.path().join("broken.safetensors");
     std::fs::write(&p, b"not a safetensors file").unwrap();
     assert!(matches!(
-        UNet::from_safetensors(UNetConfig::tiny(), &p, DType::F32, &dev),
+        UNet::load(UNetConfig::tiny(), &p, &dev),
         Err(diffad_diffusion::Error::Checkpoint { .. })
     ));
     assert!(matches!(
-        UNet::from_safetensors(
-            UNetConfig::tiny(),
-            dir.path().join("absent"),
-            DType::F32,
-            &dev
-        ),
+        UNet::load(UNetConfig::tiny(), dir.path().join("absent"), &dev),
         Err(diffad_diffusion::Error::Io { .. })
     ));
     // The fixture's weights do not fit the paper's shapes.
-    assert!(UNet::from_safetensors(
+    assert!(UNet::load(
         UNetConfig::diffad(),
         format!("{FIX}/unet_tiny.safetensors"),
-        DType::F32,
         &dev
     )
     .is_err());

@@ -3,14 +3,18 @@
 
 use std::collections::BTreeMap;
 
+use ndarray::ArrayView2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::classification::check_two_classes;
+use crate::classification::BinaryMetrics;
+use crate::error::{Error, Result};
 use crate::pro::{check_fpr_limit, DEFAULT_FPR_LIMIT};
+use crate::ranked::F1Max;
 use crate::ranked::{pack, sort_descending, sweep, ProSpec, Subset, SweepOutput, MAX_GROUPS};
 use crate::regions::pack_image;
-use crate::{BinaryMetrics, Error, F1Max, Result};
+use crate::view::{check_shape, row_major, width_height};
 
 /// The defect type of normal test images in MVTec AD (`test/good/`). In the
 /// per-defect breakdown every other type is evaluated together with these
@@ -93,7 +97,7 @@ impl Groups {
 
 /// Streaming pixel-level evaluation: pixel AUROC, pixel AP, AU-PRO and
 /// pixel F1-max over all pixels of all images pooled together, normal images
-/// included (the MVTec AD / DRAEM / DiffAD protocol, reference section 5).
+/// included (the MVTec AD / DRAEM / DiffAD protocol, `docs/reference.md` §5).
 ///
 /// Each [`update`](Self::update) labels the mask's 8-connected regions and
 /// stores every pixel compactly as one 8-byte word (score key, defect type,
@@ -188,6 +192,39 @@ impl PixelMetrics {
     ) -> Result<()> {
         let group = self.groups.id(defect_type)?;
         self.update_group(group, map, mask, width, height)
+    }
+
+    /// [`update`](Self::update) with an `(H, W)` anomaly map and mask given
+    /// as `ndarray` views (any memory layout); the same result as the slice
+    /// version. Errors with [`Error::ShapeMismatch`] if the shapes differ,
+    /// then as [`update`](Self::update).
+    pub fn update_view(
+        &mut self,
+        map: ArrayView2<'_, f32>,
+        mask: ArrayView2<'_, bool>,
+    ) -> Result<()> {
+        check_shape(self.images, "mask", map.shape(), mask.shape())?;
+        let (width, height) = width_height(&map);
+        self.update(&row_major(&map), &row_major(&mask), width, height)
+    }
+
+    /// [`update_defect`](Self::update_defect) with `ndarray` views, as
+    /// [`update_view`](Self::update_view).
+    pub fn update_defect_view(
+        &mut self,
+        defect_type: &str,
+        map: ArrayView2<'_, f32>,
+        mask: ArrayView2<'_, bool>,
+    ) -> Result<()> {
+        check_shape(self.images, "mask", map.shape(), mask.shape())?;
+        let (width, height) = width_height(&map);
+        self.update_defect(
+            defect_type,
+            &row_major(&map),
+            &row_major(&mask),
+            width,
+            height,
+        )
     }
 
     fn update_group(

@@ -4,23 +4,8 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::ranked::{pack, sort_descending, sweep, Subset, SweepOutput};
-use crate::{Error, Result};
-
-/// The best F1 score over all thresholds and the threshold that reaches it
-/// (anomalib's `F1Max`, built on scikit-learn's `precision_recall_curve`).
-///
-/// A sample is predicted anomalous when `score >= threshold`; the thresholds
-/// tried are the distinct scores. `F1 = 2PR / (P + R) = 2TP / (2TP + FP + FN)`.
-/// When several thresholds reach the same F1 the lowest one is reported, as
-/// `argmax` over the ascending threshold list of anomalib does.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct F1Max {
-    /// The best F1 score, in `(0, 1]`.
-    pub f1: f64,
-    /// The score threshold that reaches it.
-    pub threshold: f32,
-}
+use crate::error::{Error, Result};
+use crate::ranked::{pack, sort_descending, sweep, F1Max, Subset, SweepOutput};
 
 /// AUROC, average precision and F1-max of one set of scores, computed from a
 /// single sort (see [`classification_metrics`]).

@@ -76,6 +76,19 @@ pub enum Error {
         /// The number of pixels given.
         got: usize,
     },
+    /// An `ndarray` input does not have the shape of the one it goes with
+    /// (a mask and its anomaly map, two images compared by PSNR).
+    #[error("image {image}: the {what} has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// Image number (0-based).
+        image: usize,
+        /// Which input has the wrong shape.
+        what: &'static str,
+        /// The shape it should have.
+        expected: Vec<usize>,
+        /// The shape it has.
+        got: Vec<usize>,
+    },
     /// The AU-PRO integration limit is outside `(0, 1]`.
     #[error("fpr_limit must lie in (0, 1], got {0}")]
     FprLimit(f64),

@@ -1,13 +1,17 @@
 //! The image-level anomaly score of DRAEM and DiffAD.
 
+use ndarray::ArrayView2;
+
+use crate::error::{Error, Result};
 use crate::regions::check_finite;
-use crate::{Error, Result};
+use crate::view::{row_major, width_height};
 
 /// The mean-filter width DRAEM and DiffAD use for image scores.
 pub const DRAEM_KERNEL: usize = 21;
 
 /// Image anomaly score: the maximum of the `kernel` x `kernel` mean filter of
-/// the anomaly map (paper Sec. 3.4 / DRAEM):
+/// the anomaly map (DRAEM's `test_DRAEM.py`, kept by DiffAD;
+/// `docs/reference.md` §5):
 ///
 /// ```text
 /// score = max_{i,j} (1 / k^2) sum_{|u| <= k/2, |v| <= k/2} map[i + u, j + v]
@@ -32,6 +36,25 @@ pub const DRAEM_KERNEL: usize = 21;
 /// # Ok::<(), diffad_metrics::Error>(())
 /// ```
 pub fn image_score(map: &[f32], width: usize, height: usize, kernel: usize) -> Result<f32> {
+    image_score_slice(map, width, height, kernel)
+}
+
+/// [`image_score`] of an `(H, W)` anomaly map given as an `ndarray` view
+/// (any memory layout); the same number as the slice version.
+///
+/// ```
+/// use ndarray::Array2;
+/// let mut map = Array2::<f32>::zeros((5, 5));
+/// map[[2, 2]] = 9.0;
+/// assert_eq!(diffad_metrics::image_score_view(map.view(), 3)?, 1.0);
+/// # Ok::<(), diffad_metrics::Error>(())
+/// ```
+pub fn image_score_view(map: ArrayView2<'_, f32>, kernel: usize) -> Result<f32> {
+    let (width, height) = width_height(&map);
+    image_score_slice(&row_major(&map), width, height, kernel)
+}
+
+fn image_score_slice(map: &[f32], width: usize, height: usize, kernel: usize) -> Result<f32> {
     if kernel == 0 {
         return Err(Error::Kernel(kernel));
     }

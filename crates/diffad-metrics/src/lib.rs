@@ -1,9 +1,10 @@
 //! # diffad-metrics
 //!
 //! The evaluation metrics of unsupervised surface anomaly detection, exact
-//! and fast, with no dependency on a tensor library. They are the metrics of
+//! and fast, with no dependency on a tensor library (inputs are slices or
+//! `ndarray` views). They are the metrics of
 //! DiffAD (Zhang et al., ICCV 2023, Sec. 4.1), DRAEM and the MVTec AD
-//! benchmark:
+//! benchmark (the protocol is summarised in `docs/reference.md` §5):
 //!
 //! | function | definition | reference |
 //! |---|---|---|
@@ -25,6 +26,12 @@
 //! merging tied scores into one threshold exactly as scikit-learn and the
 //! MVTec AD script do. Sums are exact integers where possible (the ROC area)
 //! and `f64` elsewhere.
+//!
+//! The per-image entry points also take `ndarray` views, with the size read
+//! from the shape: [`image_score_view`], [`psnr_view`], [`aupro_view`],
+//! [`PixelMetrics::update_view`], [`PixelMetrics::update_defect_view`] and
+//! [`Evaluator::add_view`] give the same numbers as their slice versions
+//! (an `(H, W)` view is row-major `width = W`, `height = H`).
 //!
 //! Every function returns [`Result`]; bad input (empty, one class only,
 //! mismatched lengths or sizes, NaN or infinite scores with their position,
@@ -59,16 +66,15 @@ mod psnr;
 mod ranked;
 mod regions;
 mod report;
+mod view;
 
 pub use accumulate::{
     ImageBreakdown, ImageMetrics, ImageReport, PixelBreakdown, PixelMetrics, PixelReport, GOOD,
 };
-pub use classification::{
-    auroc, average_precision, classification_metrics, f1_max, BinaryMetrics, F1Max,
-};
+pub use classification::{auroc, average_precision, classification_metrics, f1_max, BinaryMetrics};
 pub use error::{Error, MetricsError, Result};
-pub use image_score::{image_score, DRAEM_KERNEL};
-pub use pro::{aupro, DEFAULT_FPR_LIMIT};
-pub use psnr::psnr;
-pub use ranked::{MAX_GROUPS, MAX_REGIONS};
+pub use image_score::{image_score, image_score_view, DRAEM_KERNEL};
+pub use pro::{aupro, aupro_view, DEFAULT_FPR_LIMIT};
+pub use psnr::{psnr, psnr_view};
+pub use ranked::{F1Max, MAX_GROUPS, MAX_REGIONS};
 pub use report::{Evaluator, Report};

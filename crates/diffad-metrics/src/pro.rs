@@ -3,12 +3,15 @@
 
 use rayon::prelude::*;
 
+use ndarray::ArrayView2;
+
 use crate::classification::check_two_classes;
+use crate::error::{Error, Result};
 use crate::ranked::{
     descending_key, sort_descending, sweep, ProSpec, Subset, MAX_REGIONS, REGION_MASK,
 };
 use crate::regions::{check_finite, check_sizes, pack_image_prefix, PackedImage, PREFIX_SHIFT};
-use crate::{Error, Result};
+use crate::view::{check_shape, row_major, width_height};
 
 /// The integration limit of the MVTec AD benchmark (and of DiffAD's
 /// evaluation): the PRO curve is integrated up to a false-positive rate of
@@ -25,7 +28,7 @@ pub(crate) fn check_fpr_limit(fpr_limit: f64) -> Result<()> {
 }
 
 /// Normalised area under the PRO curve up to `fpr_limit`, as defined by the
-/// MVTec AD evaluation (Bergmann et al., IJCV 2021; reference section 5).
+/// MVTec AD evaluation (Bergmann et al., IJCV 2021; `docs/reference.md` §5).
 ///
 /// The ground-truth regions are the 8-connected components of every mask.
 /// For each threshold `t` (each distinct score, from the highest down) the
@@ -63,6 +66,53 @@ pub(crate) fn check_fpr_limit(fpr_limit: f64) -> Result<()> {
 /// # Ok::<(), diffad_metrics::Error>(())
 /// ```
 pub fn aupro(
+    maps: &[&[f32]],
+    masks: &[&[bool]],
+    width: usize,
+    height: usize,
+    fpr_limit: f64,
+) -> Result<f64> {
+    aupro_slices(maps, masks, width, height, fpr_limit)
+}
+
+/// [`aupro`] of `(H, W)` anomaly maps and masks given as `ndarray` views
+/// (any memory layout), all of the shape of the first map; the same number
+/// as the slice version.
+///
+/// Errors: [`Error::ShapeMismatch`] for a map or mask whose shape differs
+/// from the first map's, then as [`aupro`].
+///
+/// ```
+/// use ndarray::array;
+/// let map = array![[0.0f32, 0.0, 0.0], [0.0, 0.9, 0.8], [0.0, 0.0, 0.0]];
+/// let mask = map.mapv(|v| v > 0.5);
+/// let pro = diffad_metrics::aupro_view(&[map.view()], &[mask.view()], 0.3)?;
+/// assert!((pro - 1.0).abs() < 1e-12);
+/// # Ok::<(), diffad_metrics::Error>(())
+/// ```
+pub fn aupro_view(
+    maps: &[ArrayView2<'_, f32>],
+    masks: &[ArrayView2<'_, bool>],
+    fpr_limit: f64,
+) -> Result<f64> {
+    let Some(first) = maps.first() else {
+        return aupro_slices(&[], &[], 0, 0, fpr_limit);
+    };
+    for (image, map) in maps.iter().enumerate() {
+        check_shape(image, "anomaly map", first.shape(), map.shape())?;
+    }
+    for (image, mask) in masks.iter().enumerate() {
+        check_shape(image, "mask", first.shape(), mask.shape())?;
+    }
+    let (width, height) = width_height(first);
+    let maps: Vec<_> = maps.iter().map(row_major).collect();
+    let masks: Vec<_> = masks.iter().map(row_major).collect();
+    let maps: Vec<&[f32]> = maps.iter().map(|m| &m[..]).collect();
+    let masks: Vec<&[bool]> = masks.iter().map(|m| &m[..]).collect();
+    aupro_slices(&maps, &masks, width, height, fpr_limit)
+}
+
+fn aupro_slices(
     maps: &[&[f32]],
     masks: &[&[bool]],
     width: usize,

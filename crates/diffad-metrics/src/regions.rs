@@ -1,8 +1,8 @@
 //! Ground-truth regions (8-connected components) and the packing of one
 //! anomaly map with its mask.
 
+use crate::error::{Error, Result};
 use crate::ranked::{descending_key, pack, MAX_REGIONS};
-use crate::{Error, Result};
 
 /// Labels the 8-connected components of `mask` (row-major, `width` x
 /// `height`), like `scipy.ndimage.label(mask, structure=np.ones((3, 3)))` as

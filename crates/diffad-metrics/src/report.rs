@@ -4,10 +4,13 @@
 use std::fmt;
 use std::path::Path;
 
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
-use crate::image_score::DRAEM_KERNEL;
-use crate::{image_score, Error, ImageMetrics, ImageReport, PixelMetrics, PixelReport, Result};
+use crate::accumulate::{ImageMetrics, ImageReport, PixelMetrics, PixelReport};
+use crate::error::{Error, Result};
+use crate::image_score::{image_score, DRAEM_KERNEL};
+use crate::view::{check_shape, row_major, width_height};
 
 /// Evaluates one category the way DRAEM and DiffAD do: every test image's
 /// anomaly map and mask are added once; the image score is the maximum of
@@ -108,6 +111,40 @@ impl Evaluator {
         let anomalous = mask.iter().any(|&m| m);
         self.image.push_defect(defect_type, score, anomalous)?;
         Ok(score)
+    }
+
+    /// [`add`](Self::add) with an `(H, W)` anomaly map and mask given as
+    /// `ndarray` views (any memory layout); the same score and report as the
+    /// slice version. Errors with [`Error::ShapeMismatch`] if the shapes
+    /// differ, then as [`add`](Self::add).
+    ///
+    /// ```
+    /// use diffad_metrics::Evaluator;
+    /// use ndarray::Array2;
+    /// let mut eval = Evaluator::with_options(3, 0.3)?;
+    /// let mut map = Array2::<f32>::from_elem((4, 4), 0.1);
+    /// map[[1, 2]] = 0.9;
+    /// let mask = map.mapv(|v| v > 0.5);
+    /// eval.add_view("scratch", map.view(), mask.view())?;
+    /// eval.add_view("good", Array2::from_elem((4, 4), 0.05).view(), Array2::from_elem((4, 4), false).view())?;
+    /// assert_eq!(eval.finish()?.image.auroc, 1.0);
+    /// # Ok::<(), diffad_metrics::Error>(())
+    /// ```
+    pub fn add_view(
+        &mut self,
+        defect_type: &str,
+        map: ArrayView2<'_, f32>,
+        mask: ArrayView2<'_, bool>,
+    ) -> Result<f32> {
+        check_shape(self.pixel.images(), "mask", map.shape(), mask.shape())?;
+        let (width, height) = width_height(&map);
+        self.add(
+            defect_type,
+            &row_major(&map),
+            &row_major(&mask),
+            width,
+            height,
+        )
     }
 
     /// Computes the report.

@@ -101,10 +101,10 @@ impl Attention {
         let dtype = scores.dtype();
         let probs = match dtype {
             DType::F16 | DType::BF16 => {
-                crate::softmax_kernel::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+                crate::kernels::softmax::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
                     .to_dtype(dtype)?
             }
-            _ => crate::softmax_kernel::softmax_last_dim(&scores)?,
+            _ => crate::kernels::softmax::softmax_last_dim(&scores)?,
         };
         let o = probs
             .matmul(&v)?

@@ -30,7 +30,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::Load;
@@ -39,44 +38,9 @@ use candle_nn::VarMap;
 
 use crate::error::{Error, Result};
 
-/// Why a weights file does not fit a model (all lists sorted by name).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WeightsMismatch {
-    /// Tensors the model needs that the file lacks.
-    pub missing: Vec<String>,
-    /// Tensors in the file that the model does not have.
-    pub unexpected: Vec<String>,
-    /// `(name, model shape, file shape)` of tensors whose shapes differ.
-    pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
-}
-
-impl WeightsMismatch {
-    /// Whether nothing is wrong.
-    pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
-    }
-}
-
-impl fmt::Display for WeightsMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if !self.missing.is_empty() {
-            parts.push(format!("missing [{}]", self.missing.join(", ")));
-        }
-        if !self.unexpected.is_empty() {
-            parts.push(format!("unexpected [{}]", self.unexpected.join(", ")));
-        }
-        if !self.wrong_shape.is_empty() {
-            let shapes: Vec<String> = self
-                .wrong_shape
-                .iter()
-                .map(|(n, want, got)| format!("{n}: model {want:?}, file {got:?}"))
-                .collect();
-            parts.push(format!("wrong shape [{}]", shapes.join("; ")));
-        }
-        write!(f, "{}", parts.join("; "))
-    }
-}
+/// Re-exported from [`crate::error`], where it lives beside the [`Error::WeightsMismatch`]
+/// variant that carries it.
+pub use crate::error::WeightsMismatch;
 
 /// Tensors and string metadata read from a safetensors file.
 #[derive(Debug)]

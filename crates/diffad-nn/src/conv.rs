@@ -132,7 +132,7 @@ impl Conv2d {
                 x.dims(),
             ));
         }
-        Ok(crate::conv_kernel::conv2d(
+        Ok(crate::kernels::conv::conv2d(
             x,
             &self.weight,
             self.bias.as_ref(),

@@ -98,7 +98,7 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     /// Maps `e` `(B, in_channels)` to `(B, time_embed_dim)`.
     pub fn forward(&self, e: &Tensor) -> Result<Tensor> {
-        let h = crate::silu(&self.linear_1.forward(e)?)?;
+        let h = crate::norm::silu(&self.linear_1.forward(e)?)?;
         self.linear_2.forward(&h)
     }
 }

@@ -1,4 +1,7 @@
-//! The crate's error type.
+//! The crate's error type, and [`WeightsMismatch`], the report that a strict load of a
+//! weights file (`checkpoint::load_varmap`) attaches to [`Error::WeightsMismatch`].
+
+use std::fmt;
 
 /// Everything that can go wrong in `diffad-nn`.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +55,7 @@ pub enum Error {
         /// The file.
         path: std::path::PathBuf,
         /// Every difference found.
-        mismatch: crate::checkpoint::WeightsMismatch,
+        mismatch: WeightsMismatch,
     },
 
     /// A JSON file could not be read or written.
@@ -64,6 +67,45 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Why a weights file does not fit a model (all lists sorted by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightsMismatch {
+    /// Tensors the model needs that the file lacks.
+    pub missing: Vec<String>,
+    /// Tensors in the file that the model does not have.
+    pub unexpected: Vec<String>,
+    /// `(name, model shape, file shape)` of tensors whose shapes differ.
+    pub wrong_shape: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+impl WeightsMismatch {
+    /// Whether nothing is wrong.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.wrong_shape.is_empty()
+    }
+}
+
+impl fmt::Display for WeightsMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!("missing [{}]", self.missing.join(", ")));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!("unexpected [{}]", self.unexpected.join(", ")));
+        }
+        if !self.wrong_shape.is_empty() {
+            let shapes: Vec<String> = self
+                .wrong_shape
+                .iter()
+                .map(|(n, want, got)| format!("{n}: model {want:?}, file {got:?}"))
+                .collect();
+            parts.push(format!("wrong shape [{}]", shapes.join("; ")));
+        }
+        write!(f, "{}", parts.join("; "))
+    }
 }
 
 /// `Result` with this crate's [`Error`].

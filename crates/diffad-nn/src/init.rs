@@ -8,7 +8,8 @@
 //!   is `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for the weight, and the same bound for the bias
 //!   ([`pytorch_default`]).
 //! * DRAEM's `weights_init`: conv weights `N(0, 0.02)` ([`DRAEM_CONV_WEIGHT`]), BatchNorm
-//!   weight `N(1, 0.02)` ([`DRAEM_BN_WEIGHT`]) and bias 0 (REFERENCE §4).
+//!   weight `N(1, 0.02)` ([`DRAEM_BN_WEIGHT`]) and bias 0 (`weights_init`
+//!   in DRAEM's `train_DRAEM.py`; `docs/reference.md` §4).
 //!
 //! Candle's own `VarMap` draws initial values with the device RNG, which cannot be seeded
 //! on the CPU. [`seeded_var_builder`] returns a `VarBuilder` over the same `VarMap` that

@@ -6,8 +6,8 @@
 //! names (so diffusers `safetensors` files load without renaming) and with backward passes
 //! that exist and are correct:
 //!
-//! * [`Conv2d`] (all convolutions go through it), [`Linear`], [`GroupNorm`] and
-//!   [`BatchNorm2d`] from plain tensor ops, [`silu`];
+//! * [`Conv2d`] (all convolutions go through it), [`Linear`], [`GroupNorm`],
+//!   [`BatchNorm2d`] (optionally with a fused ReLU), [`silu`];
 //! * [`Attention`] over `(B, C, H, W)` maps, [`ResnetBlock2D`], [`Downsample2D`],
 //!   [`Upsample2D`], [`Timesteps`], [`TimestepEmbedding`], [`UNetMidBlock2D`];
 //! * [`upsample_nearest2x`] (gradient accumulates), [`upsample_bilinear2d`]
@@ -18,10 +18,12 @@
 //! * [`testing`]: "every parameter gets a gradient" and finite-difference checks.
 //!
 //! Every layer takes a `VarBuilder` and runs on any `Device` (the `cuda` feature enables
-//! Candle's CUDA backend). On the CPU, convolutions (im2col + gemm, with a gemm/col2im
-//! backward instead of Candle's naive transposed convolution), GroupNorm's normalisation
-//! and the attention softmax run fused kernels; elsewhere Candle's ops, with the same
-//! values and gradients.
+//! Candle's CUDA backend). On the CPU (`f32`/`f64`), the layers call the crate's private
+//! `kernels` module: convolutions (im2col + gemm or Winograd, with a gemm/col2im backward
+//! instead of Candle's naive transposed convolution), `GroupNorm` and `BatchNorm2d` (fused,
+//! affine included), SiLU and the attention softmax; elsewhere they use Candle's ops, with
+//! the same values and gradients. Layers use kernels, never the reverse; the module map is
+//! in the README.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -40,43 +42,43 @@
 //! ```
 
 pub mod attention;
-mod batch_norm_kernel;
 pub mod checkpoint;
 pub mod conv;
-mod conv_kernel;
 pub mod dropout;
-mod elementwise_kernel;
 pub mod embeddings;
 pub mod error;
-mod group_norm_kernel;
 pub mod init;
-mod kernel_util;
+mod kernels;
+pub mod latent;
 pub mod linear;
 pub mod mid_block;
 pub mod norm;
 pub mod optim;
+pub mod progress;
 pub mod resample;
 pub mod resnet;
 pub mod runtime;
 pub mod sampling;
-mod softmax_kernel;
+pub mod seed;
 pub mod testing;
-mod winograd;
 
 pub use attention::{attention, Attention, AttentionConfig};
 pub use conv::{conv2d, Conv2d, Conv2dConfig};
 pub use dropout::Dropout;
 pub use embeddings::{timestep_embedding, TimestepEmbedding, Timesteps};
-pub use error::{Error, Result};
+pub use error::{Error, Result, WeightsMismatch};
+pub use latent::{DiagonalGaussian, LatentCodec};
 pub use linear::{linear, linear_with_config, Linear, LinearConfig};
 pub use mid_block::{unet_mid_block2d, UNetMidBlock2D, UNetMidBlock2DConfig};
 pub use norm::{
     batch_norm2d, batch_norm2d_with_init, group_norm, silu, BatchNorm2d, BatchNormInit, GroupNorm,
 };
+pub use progress::{Progress, Silent};
 pub use resample::{avg_pool2d, max_pool2d, upsample_bilinear2d, upsample_nearest2x};
 pub use resnet::{resnet_block2d, ResnetBlock2D, ResnetBlock2DConfig, TimeEmbeddingNorm};
 pub use runtime::tune_allocator;
 pub use sampling::{downsample2d, upsample2d, Downsample2D, Upsample2D};
+pub use seed::mix_seed;
 
 /// The README's example runs as a doctest.
 #[cfg(doctest)]

@@ -1,7 +1,13 @@
-//! Normalisation layers built from plain tensor ops, so their backward passes exist.
+//! Normalisation layers ([`GroupNorm`], [`BatchNorm2d`]) and the [`silu`] non-linearity,
+//! with backward passes that exist.
 //!
-//! Candle's fused `layer_norm`/`rms_norm` kernels have no backward; these layers only use
-//! `mean`, `sub`, `sqr`, `sqrt` and `div`, which all differentiate.
+//! Candle's fused `layer_norm`/`rms_norm` kernels have no backward. On the CPU, for
+//! `f32`/`f64` inputs and parameters, these layers run fused kernels of this crate (one
+//! pass forward, one or two backward, the parameter gradients included; see
+//! `kernels/group_norm.rs`, `kernels/batch_norm.rs` and `kernels/elementwise.rs`).
+//! Elsewhere (CUDA, half precision) they are built from plain tensor ops (`mean`, `sub`,
+//! `sqr`, `sqrt`, `div`, which all differentiate), with the same values and gradients: the
+//! unit tests below check the two paths against each other.
 
 use candle_core::{DType, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
@@ -85,7 +91,7 @@ impl GroupNorm {
             return Ok(x.contiguous()?.apply_op3(
                 &self.weight.contiguous()?,
                 &self.bias.contiguous()?,
-                crate::group_norm_kernel::GroupNormAffine {
+                crate::kernels::group_norm::GroupNormAffine {
                     groups: self.num_groups,
                     eps: self.eps,
                 },
@@ -323,9 +329,9 @@ impl BatchNorm2d {
         Ok(())
     }
 
-    /// The fused CPU kernel ([`crate::batch_norm_kernel`]) on a contiguous `x`.
+    /// The fused CPU kernel ([`crate::kernels::batch_norm`]) on a contiguous `x`.
     fn forward_fused(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        use crate::batch_norm_kernel::{channel_stats, BatchNormOp, Stats};
+        use crate::kernels::batch_norm::{channel_stats, BatchNormOp, Stats};
         let (mean, var) = if train {
             let st = channel_stats(x)?;
             let (mean, var) = (st.get(0)?, st.get(1)?);
@@ -416,7 +422,7 @@ pub fn batch_norm2d_with_init(
 /// SiLU (swish), `x * sigmoid(x)`, the non-linearity of diffusers' blocks (a vectorised
 /// kernel with its backward on the CPU, Candle's `silu` elsewhere).
 pub fn silu(x: &Tensor) -> Result<Tensor> {
-    Ok(crate::elementwise_kernel::silu(x)?)
+    Ok(crate::kernels::elementwise::silu(x)?)
 }
 
 #[cfg(test)]

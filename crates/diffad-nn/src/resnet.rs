@@ -105,7 +105,7 @@ impl ResnetBlock2D {
     /// `(B, temb_channels)`; `train` turns dropout on.
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let (b, _, _, _) = expect_nchw("ResnetBlock2D", x, self.config.in_channels)?;
-        let h = crate::silu(&self.norm1.forward(x)?)?;
+        let h = crate::norm::silu(&self.norm1.forward(x)?)?;
         let h = self.conv1.forward(&h)?;
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
@@ -117,7 +117,11 @@ impl ResnetBlock2D {
                         t.dims(),
                     ));
                 }
-                Some(proj.forward(&crate::silu(t)?)?.unsqueeze(2)?.unsqueeze(3)?)
+                Some(
+                    proj.forward(&crate::norm::silu(t)?)?
+                        .unsqueeze(2)?
+                        .unsqueeze(3)?,
+                )
             }
             (None, Some(t)) => {
                 return Err(Error::shape(
@@ -144,7 +148,7 @@ impl ResnetBlock2D {
             }
             (_, None) => self.norm2.forward(&h)?,
         };
-        let h = self.dropout.forward(&crate::silu(&h)?, train)?;
+        let h = self.dropout.forward(&crate::norm::silu(&h)?, train)?;
         let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,

@@ -6,7 +6,7 @@ The names are kept as they are (`encoder_segment.block1.0.weight`, ...);
 integer buffers (`num_batches_tracked`) are dropped, floats stored as F32.
 
 Usage:  python3 scripts/convert_draem.py DRAEM_seg.pckl out.safetensors
-Then load with UNetConfig::new(6, 64) (DRAEM's segmenter sees 6 channels).
+Then load with DiscriminativeUNetConfig::new(6, 64) (DRAEM's segmenter sees 6 channels).
 """
 
 import sys
@@ -26,7 +26,7 @@ def main():
     save_file(out, dst)
     c_in = out["encoder_segment.block1.0.weight"].shape[1]
     width = out["encoder_segment.block1.0.weight"].shape[0]
-    print(f"{len(out)} tensors -> {dst}: UNetConfig::new({c_in}, {width})")
+    print(f"{len(out)} tensors -> {dst}: DiscriminativeUNetConfig::new({c_in}, {width})")
 
 
 if __name__ == "__main__":

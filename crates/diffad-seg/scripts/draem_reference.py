@@ -1,5 +1,5 @@
 """DRAEM's discriminative sub-network and focal loss in PyTorch, written from
-the architecture description (REFERENCE.md sec. 4, DRAEM model_unet.py /
+the architecture description (docs/reference.md §4, DRAEM model_unet.py /
 loss.py), with DRAEM's state-dict names. Used by make_fixtures.py and
 bench_torch.py."""
 

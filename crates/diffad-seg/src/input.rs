@@ -9,7 +9,7 @@
 //! |----------------------------------|--------------------------|---------------------------------|
 //! | `Interpolated { lambda }`        | `(x_r, x_inter, x_a)`, 9 | DiffAD (default, lambda = 0.5)  |
 //! | `VaeReconstruction`              | `(x_r, D(c), x_a)`, 9    | "VAE-reconstructed x~_a"        |
-//! | `None`                           | `(x_r, x_a)`, 6          | noisy condition, no interpolation |
+//! | `ReconstructionOnly`             | `(x_r, x_a)`, 6          | noisy condition, no interpolation |
 //!
 //! with `z_inter = lambda c + (1 - lambda) z_r` and `x_inter = D(z_inter)`.
 //! This crate knows nothing of the VAE: decoding goes through the small
@@ -77,7 +77,12 @@ fn check_lambda(lambda: f64) -> Result<()> {
 }
 
 /// Which channels the discriminative sub-network sees besides `x_r` and
-/// `x_a` (paper Table 1). The default is DiffAD's `Interpolated { lambda: 0.5 }`.
+/// `x_a` (paper Table 1; the names are the pipeline's `diffad::SegmenterInput`). The
+/// default is DiffAD's `Interpolated { lambda: 0.5 }`.
+///
+/// Serialised with the variant names; `"None"`, the name of `ReconstructionOnly` before
+/// it was renamed (e.g. in the `train_config` of older [`SegTrainer`](crate::SegTrainer)
+/// checkpoints), is still read.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SegInput {
     /// `(x_r, x_inter, x_a)` with `x_inter = D(lambda c + (1 - lambda) z_r)`.
@@ -88,7 +93,8 @@ pub enum SegInput {
     /// `(x_r, D(c), x_a)`: the VAE's own reconstruction of the input.
     VaeReconstruction,
     /// `(x_r, x_a)`: no middle piece (6 channels for RGB).
-    None,
+    #[serde(alias = "None")]
+    ReconstructionOnly,
 }
 
 impl Default for SegInput {
@@ -100,7 +106,7 @@ impl Default for SegInput {
 impl SegInput {
     /// Whether this variant has a middle piece between `x_r` and `x_a`.
     pub fn has_middle(&self) -> bool {
-        !matches!(self, Self::None)
+        !matches!(self, Self::ReconstructionOnly)
     }
 
     /// Input channels of the segmenter for images with `image_channels`
@@ -114,7 +120,8 @@ impl SegInput {
     }
 
     /// The middle piece decoded from latents: `D(z_inter)` for
-    /// `Interpolated`, `D(c)` for `VaeReconstruction`, nothing for `None`.
+    /// `Interpolated`, `D(c)` for `VaeReconstruction`, nothing for
+    /// `ReconstructionOnly`.
     pub fn middle_from_latents(
         &self,
         c: &Tensor,
@@ -127,7 +134,7 @@ impl SegInput {
                 Ok(Some(decoder.decode(&z_inter)?))
             }
             Self::VaeReconstruction => Ok(Some(decoder.decode(c)?)),
-            Self::None => Ok(None),
+            Self::ReconstructionOnly => Ok(None),
         }
     }
 
@@ -192,5 +199,20 @@ impl SegInput {
             Self::Interpolated { lambda } => check_lambda(lambda),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_serialise_with_their_names_and_read_the_old_one() {
+        let json = serde_json::to_string(&SegInput::ReconstructionOnly).unwrap();
+        assert_eq!(json, r#""ReconstructionOnly""#);
+        let old: SegInput = serde_json::from_str(r#""None""#).unwrap();
+        assert_eq!(old, SegInput::ReconstructionOnly);
+        let lambda: SegInput = serde_json::from_str(r#"{"Interpolated":{"lambda":0.5}}"#).unwrap();
+        assert_eq!(lambda, SegInput::default());
     }
 }

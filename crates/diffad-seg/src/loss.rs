@@ -75,7 +75,7 @@ fn target_classes(mask: &Tensor, classes: usize) -> Result<Tensor> {
 /// (`(B, 1, H, W)` or `(B, H, W)`, class indices; for the binary anomaly
 /// masks of DRAEM/DiffAD 0 = normal, 1 = anomalous). Returns a scalar.
 ///
-/// Math (DRAEM `FocalLoss` applied to `softmax(logits)`, REFERENCE sec. 4):
+/// Math (DRAEM `FocalLoss` applied to `softmax(logits)`, `docs/reference.md` §4):
 /// `p = softmax(logits)`, `y_k = clamp(onehot_k, smooth/(C-1), 1-smooth)`,
 /// `pt = sum_k y_k p_k + smooth`, `loss = mean(-alpha_t (1-pt)^gamma ln pt)`.
 /// The probabilities come from a log-softmax; with `smooth = 0` the log

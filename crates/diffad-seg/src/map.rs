@@ -1,5 +1,5 @@
-//! From logits to anomaly maps and image scores (REFERENCE sec. 5, DRAEM's
-//! evaluation).
+//! From logits to anomaly maps and image scores (`docs/reference.md` §5,
+//! DRAEM's `test_DRAEM.py`).
 
 use candle_core::Tensor;
 
@@ -30,7 +30,7 @@ pub fn anomaly_map(logits: &Tensor) -> Result<Tensor> {
 /// for each image, the maximum of the 21x21 mean filter of its map, zero
 /// padding counted ([`diffad_metrics::image_score`] with
 /// [`diffad_metrics::DRAEM_KERNEL`]; DRAEM's
-/// `max(avg_pool2d(map, 21, stride 1, padding 10))`, REFERENCE sec. 5).
+/// `max(avg_pool2d(map, 21, stride 1, padding 10))`, `docs/reference.md` §5).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};

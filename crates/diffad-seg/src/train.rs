@@ -1,10 +1,19 @@
 //! Training of the discriminative sub-network (paper Sec. 3.4 and 4.1,
-//! REFERENCE sec. 4): focal loss, Adam (lr 1e-3), MultiStepLR at 80 % and
+//! `docs/reference.md` §4): focal loss, Adam (lr 1e-3), MultiStepLR at 80 % and
 //! 90 % of the epochs with gamma 0.2, batches of `(x_a, x_r, x_inter, mask)`.
 //!
 //! The samples come from a caller-supplied [`ReconstructionSource`], so this
 //! crate knows nothing of diffusion: the pipeline implements the trait with
 //! its synthesiser, VAE and diffusion model; tests use synthetic images.
+//! Progress goes to a [`Progress`] callback; the crate never prints.
+//!
+//! Random streams, all from [`SegTrainConfig::seed`]: the initial weights
+//! (one ChaCha8 stream per parameter name, keyed by `(seed, name)`, see
+//! [`DiscriminativeUNet::init`]) and the sample order of epoch `e`
+//! (`ChaCha8Rng::seed_from_u64(seed ^ e·γ)`, [`epoch_shuffle_seed`]): the
+//! epoch separates the orders. The samples' own randomness is the source's
+//! (seeded by `(seed, epoch, index)` in the pipeline, see
+//! [`ReconstructionSource`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,9 +27,18 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{shape_err, Error, Result};
 use crate::input::SegInput;
 use crate::loss::{focal_loss_with, FocalLossConfig};
-use crate::unet::{varmap_tensors, DiscriminativeUNet, UNetConfig};
+use crate::unet::{varmap_tensors, DiscriminativeUNet, DiscriminativeUNetConfig};
 use diffad_nn::checkpoint::{load_varmap_from, save_tensors, TensorFile};
 use diffad_nn::optim::{AdamW, AdamWConfig, MultiStepLr};
+use diffad_nn::progress::Progress;
+
+/// The seed of the sample order of epoch `epoch`: `seed ^ epoch·γ` with
+/// `γ = 0x9e37_79b9_7f4a_7c15` (2^64 over the golden ratio, odd), which
+/// spreads consecutive epochs over all 64 bits so their orders are unrelated
+/// (and distinct epochs never share a seed).
+pub fn epoch_shuffle_seed(seed: u64, epoch: usize) -> u64 {
+    seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
 
 /// One training sample, single images `(C, H, W)` on any device.
 #[derive(Debug, Clone)]
@@ -31,7 +49,7 @@ pub struct SegSample {
     pub x_r: Tensor,
     /// The middle piece: `x_inter = D(z_inter)` for
     /// [`SegInput::Interpolated`], `D(c)` for [`SegInput::VaeReconstruction`],
-    /// `None` for [`SegInput::None`].
+    /// `None` for [`SegInput::ReconstructionOnly`].
     pub x_inter: Option<Tensor>,
     /// Ground-truth anomaly mask `(1, H, W)` or `(H, W)`, 0 = normal,
     /// 1 = anomalous.
@@ -178,7 +196,8 @@ pub struct SegTrainConfig {
     pub focal: FocalLossConfig,
     /// Which channels the segmenter sees (interpolated, lambda 0.5).
     pub input: SegInput,
-    /// Seed of the initial weights and of the per-epoch shuffles.
+    /// Seed of the initial weights and of the per-epoch shuffles (see the
+    /// module doc).
     pub seed: u64,
     /// Shuffle the sample order every epoch (seeded by `(seed, epoch)`).
     pub shuffle: bool,
@@ -187,8 +206,6 @@ pub struct SegTrainConfig {
     pub checkpoint: Option<PathBuf>,
     /// Epochs between checkpoints.
     pub checkpoint_every: usize,
-    /// Show a progress bar (hidden anyway when stderr is not a terminal).
-    pub progress: bool,
 }
 
 impl Default for SegTrainConfig {
@@ -205,7 +222,6 @@ impl Default for SegTrainConfig {
             shuffle: true,
             checkpoint: None,
             checkpoint_every: 1,
-            progress: true,
         }
     }
 }
@@ -247,7 +263,7 @@ const CHECKPOINT_FORMAT: &str = "diffad-seg-trainer/1";
 /// doc), with atomic checkpoints and resume.
 pub struct SegTrainer {
     config: SegTrainConfig,
-    unet_config: UNetConfig,
+    unet_config: DiscriminativeUNetConfig,
     model: DiscriminativeUNet,
     varmap: VarMap,
     adam: AdamW,
@@ -288,7 +304,11 @@ impl SegTrainer {
     /// A trainer with a freshly initialised network (seeded by
     /// `config.seed`). `unet.in_channels` must match `config.input` for the
     /// images the source produces.
-    pub fn new(unet: UNetConfig, config: SegTrainConfig, device: &Device) -> Result<Self> {
+    pub fn new(
+        unet: DiscriminativeUNetConfig,
+        config: SegTrainConfig,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
         let varmap = VarMap::new();
         let model = DiscriminativeUNet::init(unet, &varmap, config.seed, device)?;
@@ -307,9 +327,15 @@ impl SegTrainer {
 
     /// Resumes from a checkpoint written by [`save_checkpoint`](Self::save_checkpoint):
     /// weights, BatchNorm statistics, Adam moments and step, epoch counter and
-    /// loss history. `config` supplies the remaining settings (e.g. more
-    /// epochs, another checkpoint path).
-    pub fn resume(path: &Path, config: SegTrainConfig, device: &Device) -> Result<Self> {
+    /// loss history. `config` replaces the saved training settings when given
+    /// (e.g. more epochs, another checkpoint path); `None` keeps the saved
+    /// ones. The architecture is the saved one.
+    pub fn resume(
+        path: impl AsRef<Path>,
+        config: Option<SegTrainConfig>,
+        device: &Device,
+    ) -> Result<Self> {
+        let path = path.as_ref();
         let file = TensorFile::read(path, &Device::Cpu)?;
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
@@ -321,7 +347,7 @@ impl SegTrainer {
                 file.meta("format")?
             )));
         }
-        let unet: UNetConfig = serde_json::from_str(file.meta("unet_config")?)
+        let unet: DiscriminativeUNetConfig = serde_json::from_str(file.meta("unet_config")?)
             .map_err(|e| bad(format!("bad unet_config: {e}")))?;
         let epoch: usize = file
             .meta("epoch")?
@@ -333,6 +359,11 @@ impl SegTrainer {
             .map_err(|e| bad(format!("bad adam_step: {e}")))?;
         let epoch_losses: Vec<f64> = serde_json::from_str(file.meta("epoch_losses")?)
             .map_err(|e| bad(format!("bad epoch_losses: {e}")))?;
+        let config = match config {
+            Some(config) => config,
+            None => serde_json::from_str(file.meta("train_config")?)
+                .map_err(|e| bad(format!("bad train_config: {e}")))?,
+        };
         let mut trainer = Self::new(unet, config, device)?;
         load_varmap_from(&trainer.varmap, &file, "", false)?;
         trainer
@@ -343,10 +374,12 @@ impl SegTrainer {
         Ok(trainer)
     }
 
-    /// Writes weights (DRAEM names), BatchNorm statistics, Adam state, epoch
-    /// and loss history to `path` atomically. The file also loads as plain
-    /// weights with [`DiscriminativeUNet::load`].
-    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+    /// Writes weights (DRAEM names), BatchNorm statistics, Adam state, epoch,
+    /// loss history and settings to `path` atomically (`path.tmp`, then
+    /// rename). The file also loads as plain weights with
+    /// [`DiscriminativeUNet::load`].
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         let mut tensors: Vec<(String, Tensor)> =
             varmap_tensors(&self.varmap, "")?.into_iter().collect();
         tensors.extend(self.adam.state_tensors());
@@ -385,6 +418,12 @@ impl SegTrainer {
         self.epoch
     }
 
+    /// Optimiser steps taken so far (over the whole run, including those
+    /// before a resume).
+    pub fn step(&self) -> u64 {
+        self.adam.step_count()
+    }
+
     /// The optimiser.
     pub fn optimizer(&self) -> &AdamW {
         &self.adam
@@ -408,36 +447,36 @@ impl SegTrainer {
     }
 
     /// Trains from the current epoch up to `config.epochs`, pulling batches
-    /// from `source`, writing checkpoints as configured.
-    pub fn train(&mut self, source: &mut dyn ReconstructionSource) -> Result<TrainReport> {
+    /// from `source`, reporting every optimiser step to `progress` (total
+    /// `epochs × ⌈len / batch_size⌉` steps), writing checkpoints as
+    /// configured.
+    pub fn train(
+        &mut self,
+        source: &mut dyn ReconstructionSource,
+        progress: &mut dyn Progress,
+    ) -> Result<TrainReport> {
         let n = source.len();
         if n == 0 {
             return Err(Error::EmptySource);
         }
         let bs = self.config.batch_size;
         let batches_per_epoch = n.div_ceil(bs);
-        let remaining = self.config.epochs.saturating_sub(self.epoch);
-        let bar = if self.config.progress {
-            indicatif::ProgressBar::new((remaining * batches_per_epoch) as u64)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed} < {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        let total = (self.config.epochs * batches_per_epoch) as u64;
+        progress.start(Some(total), self.step());
         let schedule = self.config.schedule();
         while self.epoch < self.config.epochs {
             let epoch = self.epoch;
             self.adam.set_lr(schedule.lr_at(epoch));
-            bar.set_prefix(format!("seg epoch {}/{}", epoch + 1, self.config.epochs));
+            log::debug!(
+                "seg: epoch {}/{} at lr {:.1e}",
+                epoch + 1,
+                self.config.epochs,
+                self.adam.lr()
+            );
             let mut order: Vec<usize> = (0..n).collect();
             if self.config.shuffle {
-                let mut rng = ChaCha8Rng::seed_from_u64(
-                    self.config.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                );
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(epoch_shuffle_seed(self.config.seed, epoch));
                 order.shuffle(&mut rng);
             }
             let mut sum = 0.0;
@@ -449,8 +488,7 @@ impl SegTrainer {
                 let batch = SegBatch::stack(&samples)?;
                 let loss = self.train_step(&batch)?;
                 sum += loss;
-                bar.set_message(format!("loss {loss:.4} lr {:.1e}", self.adam.lr()));
-                bar.inc(1);
+                progress.step(self.step(), loss);
             }
             self.epoch_losses.push(sum / batches_per_epoch as f64);
             self.epoch += 1;
@@ -463,7 +501,7 @@ impl SegTrainer {
                 }
             }
         }
-        bar.finish_and_clear();
+        progress.finish();
         Ok(TrainReport {
             epoch_losses: self.epoch_losses.clone(),
         })

@@ -1,5 +1,5 @@
 //! DRAEM's discriminative sub-network, the segmenter of DiffAD (paper Sec. 3.4,
-//! REFERENCE sec. 4).
+//! `docs/reference.md` §4).
 //!
 //! A U-Net of `Conv3x3-BN-ReLU` modules. With base width `w`:
 //!
@@ -35,7 +35,7 @@ const BN_MOMENTUM: f64 = 0.1;
 
 /// Shape of a [`DiscriminativeUNet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UNetConfig {
+pub struct DiscriminativeUNetConfig {
     /// Input channels: 9 for DiffAD's `(x_r, x_inter, x_a)`, 6 without the
     /// interpolated channels (see [`SegInput`](crate::SegInput)).
     pub in_channels: usize,
@@ -45,7 +45,7 @@ pub struct UNetConfig {
     pub out_channels: usize,
 }
 
-impl Default for UNetConfig {
+impl Default for DiscriminativeUNetConfig {
     /// DiffAD's segmenter: 9 input channels, base width 64, 2 logits.
     fn default() -> Self {
         Self {
@@ -56,7 +56,7 @@ impl Default for UNetConfig {
     }
 }
 
-impl UNetConfig {
+impl DiscriminativeUNetConfig {
     /// A config with the given input channels and base width, 2 logits.
     pub fn new(in_channels: usize, base_width: usize) -> Self {
         Self {
@@ -67,7 +67,8 @@ impl UNetConfig {
     }
 
     /// Number of trainable parameters (conv weights and biases, BatchNorm
-    /// weights and biases), from the architecture alone. 36.9M at the default.
+    /// weights and biases), from the architecture alone: 28,375,874 at the
+    /// default (PyTorch's count for DRAEM's `DiscriminativeSubNetwork(9, 2, 64)`).
     pub fn num_parameters(&self) -> usize {
         let w = self.base_width;
         let conv = |i: usize, o: usize| i * o * 9 + o;
@@ -91,7 +92,7 @@ impl UNetConfig {
     fn validate(&self) -> Result<()> {
         if self.in_channels == 0 || self.base_width == 0 || self.out_channels == 0 {
             return Err(Error::Config(format!(
-                "UNetConfig needs positive channel counts, got {self:?}"
+                "DiscriminativeUNetConfig needs positive channel counts, got {self:?}"
             )));
         }
         Ok(())
@@ -211,7 +212,7 @@ impl UpConv {
 /// evaluation mode it uses the running statistics.
 #[derive(Debug, Clone)]
 pub struct DiscriminativeUNet {
-    config: UNetConfig,
+    config: DiscriminativeUNetConfig,
     encoder: Vec<DoubleConv>,
     up: Vec<UpConv>,
     decoder: Vec<DoubleConv>,
@@ -223,7 +224,7 @@ impl DiscriminativeUNet {
     /// DRAEM's `DiscriminativeSubNetwork` (see the module doc for names).
     /// With a `VarMap`-backed builder, missing variables are created with
     /// DRAEM's init.
-    pub fn new(config: UNetConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(config: DiscriminativeUNetConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let w = config.base_width;
         let enc_vb = vb.pp("encoder_segment");
@@ -258,20 +259,40 @@ impl DiscriminativeUNet {
     }
 
     /// A freshly initialised network whose variables live in `varmap`,
-    /// drawn reproducibly from `seed` (per parameter name, on the CPU).
-    pub fn init(config: UNetConfig, varmap: &VarMap, seed: u64, device: &Device) -> Result<Self> {
+    /// drawn reproducibly from `seed` (one ChaCha8 stream per parameter name,
+    /// keyed by `(seed, name)`, on the CPU: see `diffad_nn::init`).
+    pub fn init(
+        config: DiscriminativeUNetConfig,
+        varmap: &VarMap,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let vb = diffad_nn::init::seeded_var_builder(varmap, seed, DType::F32, device);
         Self::new(config, vb)
     }
 
     /// Loads weights from a safetensors file with DRAEM's state-dict names
     /// (e.g. one written by [`save`](Self::save), by the trainer, or
-    /// converted from a DRAEM `.pckl` with `scripts/convert_draem.py`).
-    /// The returned `VarMap` holds the variables, so the network can be
-    /// trained further. A missing key or wrong shape is an error naming the
+    /// converted from a DRAEM `.pckl` with `scripts/convert_draem.py`), in
+    /// `f32` on `device`. A missing key or wrong shape is an error naming the
     /// file and the parameter.
-    pub fn load(config: UNetConfig, path: &Path, device: &Device) -> Result<(Self, VarMap)> {
-        let file = TensorFile::read(path, &Device::Cpu)?;
+    pub fn load(
+        config: DiscriminativeUNetConfig,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self::load_with_varmap(config, path, device)?.0)
+    }
+
+    /// [`load`](Self::load), also returning the `VarMap` that holds the
+    /// variables, so the network can be trained further or saved with
+    /// [`save`](Self::save).
+    pub fn load_with_varmap(
+        config: DiscriminativeUNetConfig,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<(Self, VarMap)> {
+        let file = TensorFile::read(path.as_ref(), &Device::Cpu)?;
         let varmap = VarMap::new();
         let net = Self::init(config, &varmap, 0, device)?;
         // Not strict: DRAEM checkpoints carry `num_batches_tracked`, trainer
@@ -283,12 +304,12 @@ impl DiscriminativeUNet {
     /// Writes the network's variables in `varmap` (weights, biases and
     /// BatchNorm running statistics) to `path` atomically, under DRAEM's
     /// names.
-    pub fn save(varmap: &VarMap, path: &Path) -> Result<()> {
+    pub fn save(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
         let tensors = varmap_tensors(varmap, "")?;
         let mut meta = std::collections::HashMap::new();
         meta.insert("format".to_string(), "diffad-seg-unet/1".to_string());
         save_tensors(
-            path,
+            path.as_ref(),
             tensors.iter().map(|(n, t)| (n.as_str(), t)),
             Some(meta),
         )?;
@@ -296,7 +317,7 @@ impl DiscriminativeUNet {
     }
 
     /// The network's configuration.
-    pub fn config(&self) -> &UNetConfig {
+    pub fn config(&self) -> &DiscriminativeUNetConfig {
         &self.config
     }
 

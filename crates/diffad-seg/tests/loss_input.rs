@@ -185,7 +185,7 @@ fn seg_input_variants_build_the_table_1_inputs() {
         vec![30., 30., 30., 10., 10., 10., -1., -1., -1.]
     );
 
-    let none = SegInput::None;
+    let none = SegInput::ReconstructionOnly;
     assert_eq!(none.in_channels(3), 6);
     let x = none.from_latents(&x_a, &c, &z_r, &decoder).unwrap();
     assert_eq!(channel_means(&x), vec![30., 30., 30., -1., -1., -1.]);

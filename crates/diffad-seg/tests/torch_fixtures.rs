@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use diffad_nn::checkpoint::TensorFile;
 use diffad_nn::optim::{AdamW, AdamWConfig};
-use diffad_seg::{focal_loss, DiscriminativeUNet, UNetConfig};
+use diffad_seg::{focal_loss, DiscriminativeUNet, DiscriminativeUNetConfig};
 
 fn fixture(name: &str) -> TensorFile {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,7 +74,13 @@ fn focal_loss_and_gradient_match_draem_in_pytorch() {
 /// VarMap-backed network.
 fn tiny_unet(f: &TensorFile) -> (DiscriminativeUNet, VarMap) {
     let varmap = VarMap::new();
-    let net = DiscriminativeUNet::init(UNetConfig::new(9, 2), &varmap, 0, &Device::Cpu).unwrap();
+    let net = DiscriminativeUNet::init(
+        DiscriminativeUNetConfig::new(9, 2),
+        &varmap,
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
     // Every DRAEM float tensor maps to one of ours and vice versa
     // (`num_batches_tracked` counters are integers and have no counterpart).

@@ -2,8 +2,8 @@
 
 use candle_core::{Device, Tensor};
 use diffad_seg::{
-    anomaly_map, image_scores, Error, ReconstructionSource, SegBatch, SegInput, SegSample,
-    SegTrainConfig, SegTrainer, UNetConfig,
+    anomaly_map, image_scores, DiscriminativeUNetConfig, Error, ReconstructionSource, SegBatch,
+    SegInput, SegSample, SegTrainConfig, SegTrainer, Silent,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -88,7 +88,6 @@ fn config(epochs: usize) -> SegTrainConfig {
     SegTrainConfig {
         epochs,
         batch_size: 4,
-        progress: false,
         seed: 3,
         ..SegTrainConfig::default()
     }
@@ -115,14 +114,14 @@ fn multistep_schedule_matches_draem_milestones() {
 #[test]
 fn tiny_segmenter_learns_synthetic_anomalies() {
     let dev = Device::Cpu;
-    let unet = UNetConfig::new(SegInput::default().in_channels(3), 4);
+    let unet = DiscriminativeUNetConfig::new(SegInput::default().in_channels(3), 4);
     let mut trainer = SegTrainer::new(unet, config(15), &dev).unwrap();
     let mut source = Synthetic {
         len: 16,
         seed: 11,
         poison: None,
     };
-    let report = trainer.train(&mut source).unwrap();
+    let report = trainer.train(&mut source, &mut Silent).unwrap();
     let losses = &report.epoch_losses;
     assert_eq!(losses.len(), 15);
     let first = losses[0];
@@ -161,7 +160,7 @@ fn tiny_segmenter_learns_synthetic_anomalies() {
 fn checkpoint_resume_reproduces_uninterrupted_training() {
     let dev = Device::Cpu;
     let dir = tempfile::tempdir().unwrap();
-    let unet = UNetConfig::new(9, 2);
+    let unet = DiscriminativeUNetConfig::new(9, 2);
     let source = || Synthetic {
         len: 6,
         seed: 5,
@@ -170,7 +169,7 @@ fn checkpoint_resume_reproduces_uninterrupted_training() {
 
     // Uninterrupted: 3 epochs.
     let mut straight = SegTrainer::new(unet, config(3), &dev).unwrap();
-    let report = straight.train(&mut source()).unwrap();
+    let report = straight.train(&mut source(), &mut Silent).unwrap();
 
     // Interrupted after 2 epochs, resumed for the third.
     let ckpt = dir.path().join("seg.ckpt.safetensors");
@@ -183,13 +182,18 @@ fn checkpoint_resume_reproduces_uninterrupted_training() {
         &dev,
     )
     .unwrap();
-    first.train(&mut source()).unwrap();
+    first.train(&mut source(), &mut Silent).unwrap();
     assert!(ckpt.exists());
     assert!(!dir.path().join("seg.ckpt.safetensors.tmp").exists());
-    let mut resumed = SegTrainer::resume(&ckpt, config(3), &dev).unwrap();
+    let mut resumed = SegTrainer::resume(&ckpt, Some(config(3)), &dev).unwrap();
     assert_eq!(resumed.epoch(), 2);
+    assert_eq!(resumed.step(), 4);
     assert_eq!(resumed.optimizer().step_count(), 4);
-    let resumed_report = resumed.train(&mut source()).unwrap();
+    // Without settings, the saved ones are used.
+    let stored = SegTrainer::resume(&ckpt, None, &dev).unwrap();
+    assert_eq!(stored.config(), first.config());
+    assert_eq!(stored.step(), 4);
+    let resumed_report = resumed.train(&mut source(), &mut Silent).unwrap();
     assert_eq!(resumed_report.epoch_losses, report.epoch_losses);
 
     let a = straight.varmap().data().lock().unwrap();
@@ -208,27 +212,30 @@ fn checkpoint_resume_reproduces_uninterrupted_training() {
     drop((a, b));
 
     // The checkpoint doubles as a plain weights file.
-    let (net, _) = diffad_seg::DiscriminativeUNet::load(unet, &ckpt, &dev).unwrap();
+    let net = diffad_seg::DiscriminativeUNet::load(unet, &ckpt, &dev).unwrap();
     assert_eq!(net.config(), &unet);
 }
 
 #[test]
 fn training_errors_are_typed() {
     let dev = Device::Cpu;
-    let unet = UNetConfig::new(9, 2);
+    let unet = DiscriminativeUNetConfig::new(9, 2);
     let mut trainer = SegTrainer::new(unet, config(1), &dev).unwrap();
     let mut empty = Synthetic {
         len: 0,
         seed: 0,
         poison: None,
     };
-    assert!(matches!(trainer.train(&mut empty), Err(Error::EmptySource)));
+    assert!(matches!(
+        trainer.train(&mut empty, &mut Silent),
+        Err(Error::EmptySource)
+    ));
     let mut poisoned = Synthetic {
         len: 4,
         seed: 0,
         poison: Some(2),
     };
-    let r = trainer.train(&mut poisoned);
+    let r = trainer.train(&mut poisoned, &mut Silent);
     assert!(matches!(r, Err(Error::NonFinite(_))), "{:?}", r);
     assert!(matches!(
         SegTrainer::new(
@@ -247,13 +254,13 @@ fn training_errors_are_typed() {
     let weights = dir.path().join("weights.safetensors");
     diffad_seg::DiscriminativeUNet::save(trainer.varmap(), &weights).unwrap();
     assert!(matches!(
-        SegTrainer::resume(&weights, config(2), &dev),
+        SegTrainer::resume(&weights, Some(config(2)), &dev),
         Err(Error::Checkpoint { .. })
     ));
     let junk = dir.path().join("junk");
     std::fs::write(&junk, [0u8; 3]).unwrap();
     assert!(matches!(
-        SegTrainer::resume(&junk, config(2), &dev),
+        SegTrainer::resume(&junk, Some(config(2)), &dev),
         Err(Error::Nn(diffad_nn::Error::Checkpoint { .. }))
     ));
 }

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use diffad_seg::{focal_loss, DiscriminativeUNet, Error, UNetConfig};
+use diffad_seg::{focal_loss, DiscriminativeUNet, DiscriminativeUNetConfig, Error};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -27,15 +27,18 @@ fn default_config_has_draem_parameter_count() {
     // base 64) (printed by scripts/make_fixtures.py). With 6 input channels
     // plus DRAEM's reconstructive sub-network (69.05M) this is the 97.4M
     // anomalib reports for DRAEM.
-    assert_eq!(UNetConfig::default().num_parameters(), 28_375_874);
-    let draem = (UNetConfig::new(6, 64).num_parameters() + 69_048_579) as f64 / 1e6;
+    assert_eq!(
+        DiscriminativeUNetConfig::default().num_parameters(),
+        28_375_874
+    );
+    let draem = (DiscriminativeUNetConfig::new(6, 64).num_parameters() + 69_048_579) as f64 / 1e6;
     assert!((draem - 97.4).abs() < 0.05, "{draem}");
 }
 
 #[test]
 fn variables_match_the_architecture_and_draem_names() {
     let varmap = VarMap::new();
-    let config = UNetConfig::new(9, 4);
+    let config = DiscriminativeUNetConfig::new(9, 4);
     DiscriminativeUNet::init(config, &varmap, 0, &Device::Cpu).unwrap();
     let data = varmap.data().lock().unwrap();
     let trainable: usize = data
@@ -67,7 +70,7 @@ fn variables_match_the_architecture_and_draem_names() {
 #[test]
 fn init_is_draem_and_reproducible() {
     let (a, b) = (VarMap::new(), VarMap::new());
-    let config = UNetConfig::new(6, 8);
+    let config = DiscriminativeUNetConfig::new(6, 8);
     DiscriminativeUNet::init(config, &a, 5, &Device::Cpu).unwrap();
     DiscriminativeUNet::init(config, &b, 5, &Device::Cpu).unwrap();
     let (a, b) = (a.data().lock().unwrap(), b.data().lock().unwrap());
@@ -106,7 +109,13 @@ fn init_is_draem_and_reproducible() {
 #[test]
 fn every_parameter_receives_a_gradient() {
     let varmap = VarMap::new();
-    let net = DiscriminativeUNet::init(UNetConfig::new(6, 2), &varmap, 1, &Device::Cpu).unwrap();
+    let net = DiscriminativeUNet::init(
+        DiscriminativeUNetConfig::new(6, 2),
+        &varmap,
+        1,
+        &Device::Cpu,
+    )
+    .unwrap();
     let x = random((2, 6, 32, 32), 3);
     let mask = binary_mask(2, 32, 4);
 
@@ -155,7 +164,13 @@ fn every_parameter_receives_a_gradient() {
 #[test]
 fn batch_norm_modes_differ_and_running_stats_update() {
     let varmap = VarMap::new();
-    let net = DiscriminativeUNet::init(UNetConfig::new(6, 2), &varmap, 1, &Device::Cpu).unwrap();
+    let net = DiscriminativeUNet::init(
+        DiscriminativeUNetConfig::new(6, 2),
+        &varmap,
+        1,
+        &Device::Cpu,
+    )
+    .unwrap();
     let x = random((2, 6, 32, 32), 9).affine(3.0, 1.0).unwrap();
     let rm = || {
         varmap.data().lock().unwrap()["encoder_segment.block1.1.running_mean"]
@@ -196,7 +211,13 @@ fn batch_norm_modes_differ_and_running_stats_update() {
 #[test]
 fn bad_inputs_are_typed_errors() {
     let varmap = VarMap::new();
-    let net = DiscriminativeUNet::init(UNetConfig::new(6, 2), &varmap, 1, &Device::Cpu).unwrap();
+    let net = DiscriminativeUNet::init(
+        DiscriminativeUNetConfig::new(6, 2),
+        &varmap,
+        1,
+        &Device::Cpu,
+    )
+    .unwrap();
     for shape in [(1, 9, 32, 32), (1, 6, 48, 32), (1, 6, 32, 40)] {
         let x = Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
         match net.forward_t(&x, false) {
@@ -215,7 +236,12 @@ fn bad_inputs_are_typed_errors() {
     assert!(matches!(net.forward_t(&x, true), Err(Error::NonFinite(_))));
     assert!(matches!(net.forward_t(&x, false), Err(Error::NonFinite(_))));
     assert!(matches!(
-        DiscriminativeUNet::init(UNetConfig::new(0, 2), &VarMap::new(), 0, &Device::Cpu),
+        DiscriminativeUNet::init(
+            DiscriminativeUNetConfig::new(0, 2),
+            &VarMap::new(),
+            0,
+            &Device::Cpu
+        ),
         Err(Error::Config(_))
     ));
 }
@@ -225,13 +251,13 @@ fn save_and_load_round_trip_and_corrupt_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seg.safetensors");
     let varmap = VarMap::new();
-    let config = UNetConfig::new(6, 2);
+    let config = DiscriminativeUNetConfig::new(6, 2);
     let net = DiscriminativeUNet::init(config, &varmap, 7, &Device::Cpu).unwrap();
     let x = random((2, 6, 32, 32), 1);
     net.forward_t(&x, true).unwrap(); // non-trivial running stats
     DiscriminativeUNet::save(&varmap, &path).unwrap();
     assert!(!dir.path().join("seg.safetensors.tmp").exists());
-    let (loaded, _) = DiscriminativeUNet::load(config, &path, &Device::Cpu).unwrap();
+    let loaded = DiscriminativeUNet::load(config, &path, &Device::Cpu).unwrap();
     let a = net
         .forward(&x)
         .unwrap()
@@ -249,7 +275,7 @@ fn save_and_load_round_trip_and_corrupt_files() {
     assert_eq!(a, b);
 
     // Wrong architecture: a shape mismatch naming the parameter.
-    match DiscriminativeUNet::load(UNetConfig::new(9, 2), &path, &Device::Cpu) {
+    match DiscriminativeUNet::load(DiscriminativeUNetConfig::new(9, 2), &path, &Device::Cpu) {
         Err(Error::Nn(diffad_nn::Error::WeightsMismatch { mismatch, .. })) => {
             assert!(
                 mismatch
@@ -276,7 +302,7 @@ fn save_and_load_round_trip_and_corrupt_files() {
         Err(Error::Nn(diffad_nn::Error::Checkpoint { .. }))
     ));
     assert!(matches!(
-        DiscriminativeUNet::load(config, &dir.path().join("absent"), &Device::Cpu),
+        DiscriminativeUNet::load(config, dir.path().join("absent"), &Device::Cpu),
         Err(Error::Nn(diffad_nn::Error::Io { .. }))
     ));
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use diffad_synth::{
-    anomaly_mask, procedural_texture, AnomalySynthesizer, ImageF32, InMemoryTextures, MaskConfig,
-    PatternKind, SynthConfig, TextureSource,
+    anomaly_mask, procedural_texture, AnomalySynthesizer, InMemoryTextures, MaskConfig,
+    PatternKind, RgbImage, SynthConfig, TextureSource,
 };
 use rand::SeedableRng;
 
@@ -52,9 +52,9 @@ fn main() -> Result<(), diffad_synth::Error> {
     let cpu = c.zip(cpu_seconds()).map(|(a, b)| b - a);
     report("masks, one thread", n, t.elapsed().as_secs_f64(), cpu);
 
-    let normals: Vec<ImageF32> = (0..32)
+    let normals: Vec<RgbImage> = (0..32)
         .map(|i| {
-            ImageF32::from_rgb8(&procedural_texture(
+            RgbImage::from_rgb8(&procedural_texture(
                 PatternKind::ALL[i % 4],
                 size,
                 size,

@@ -26,8 +26,8 @@
 use image::RgbImage;
 use rand::{seq::index, Rng, RngCore};
 
-use crate::buffers::rotate_with;
 use crate::color;
+use crate::geometry::rotate_with;
 
 /// One of DRAEM's ten augmenters (see the module table for exact semantics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

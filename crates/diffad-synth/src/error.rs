@@ -43,6 +43,15 @@ pub enum Error {
         found: usize,
     },
 
+    /// An `ndarray` array does not have the shape a type needs.
+    #[error("array of shape {found:?} where {expected} is needed")]
+    ArrayShape {
+        /// The shape needed, e.g. `"(H, W, 3)"`.
+        expected: &'static str,
+        /// The shape given.
+        found: Vec<usize>,
+    },
+
     /// A tensor has a shape or dtype this crate cannot convert.
     #[error("unsupported tensor: {0}")]
     TensorShape(String),
@@ -50,6 +59,18 @@ pub enum Error {
     /// A value that must be finite (an image pixel, a setting) is NaN or infinite.
     #[error("non-finite value in {0}")]
     NonFinite(&'static str),
+
+    /// A pixel of a plane that must be finite (an anomaly map) is NaN or
+    /// infinite; the first such pixel in row-major order.
+    #[error("non-finite value {value} at (y = {y}, x = {x})")]
+    NonFinitePixel {
+        /// The offending value.
+        value: f32,
+        /// Its row.
+        y: usize,
+        /// Its column.
+        x: usize,
+    },
 
     /// A batch with no images was given.
     #[error("empty batch: at least one image is needed")]
@@ -78,6 +99,15 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// The decoder's error.
+        source: image::ImageError,
+    },
+
+    /// An image could not be encoded or written to a file.
+    #[error("cannot write image {}: {source}", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// The encoder's error.
         source: image::ImageError,
     },
 

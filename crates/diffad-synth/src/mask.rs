@@ -1,5 +1,5 @@
 //! Anomaly masks `M` (DRAEM, Zavrtanik et al. ICCV 2021, section 3.3; reused
-//! verbatim by DiffAD section 3.3) and foreground masks.
+//! unchanged by DiffAD, `docs/reference.md` §1) and foreground masks.
 //!
 //! DRAEM's procedure, per sample:
 //! 1. `k_x, k_y ~ U{0, ..., 5}` independently (`torch.randint(0, 6)`), lattice
@@ -14,9 +14,11 @@
 
 use rand::{Rng, RngCore};
 
-use crate::buffers::{rotate_threshold, with_scratch, ImageF32, Mask, Plane};
 use crate::error::{check_size, Error, Result};
+use crate::geometry::rotate_threshold;
+use crate::image::{Mask, Plane, RgbImage};
 use crate::perlin::{draw_angles, fill_perlin};
+use crate::scratch::with_scratch;
 
 thread_local! {
     static NOISE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -157,7 +159,7 @@ impl Default for AutoForeground {
 /// pixels farther than `settings.distance` from it, then one 3x3 closing
 /// (dilate, erode) to fill pin-holes. Falls back to an all-ones mask when the
 /// foreground covers less than `settings.min_coverage`.
-pub fn auto_foreground(image: &ImageF32, settings: &AutoForeground) -> Result<Mask> {
+pub fn auto_foreground(image: &RgbImage, settings: &AutoForeground) -> Result<Mask> {
     image.check_finite()?;
     let (h, w) = (image.height(), image.width());
     let px = image.as_hwc();

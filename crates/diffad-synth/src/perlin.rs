@@ -26,8 +26,8 @@
 
 use rand::{Rng, RngCore};
 
-use crate::buffers::Plane;
 use crate::error::{check_size, Error, Result};
+use crate::image::Plane;
 
 /// DRAEM's fade curve `6t^5 - 15t^4 + 10t^3`.
 #[inline]

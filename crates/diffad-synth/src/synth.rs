@@ -1,6 +1,7 @@
 //! The anomaly synthesizer: DRAEM's training-sample procedure (Zavrtanik et
-//! al. 2021, section 3.3), reused verbatim by DiffAD (section 3.3), with the
-//! later additions (foreground masks, self-augmentation) as options.
+//! al. 2021, section 3.3), reused unchanged by DiffAD (`docs/reference.md`
+//! §1), with the later additions (foreground masks, self-augmentation) as
+//! options.
 //!
 //! Per sample, from its own random stream:
 //! 1. with probability `rotate_normal_probability` (DRAEM 0.3) the normal
@@ -21,15 +22,15 @@
 
 use std::sync::Arc;
 
+use ::image::RgbImage as Rgb8Image;
 use candle_core::{Device, Tensor};
-use image::RgbImage;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::augment::{random_augment, AugmenterKind};
-use crate::buffers::{ImageF32, Mask, Plane};
 use crate::error::{check_probability, Error, Result};
+use crate::image::{stack_chw, stack_planes, Mask, Plane, RgbImage};
 use crate::mask::{anomaly_mask, auto_foreground, AutoForeground, EmptyMaskPolicy, MaskConfig};
 use crate::texture::TextureSource;
 
@@ -125,15 +126,15 @@ impl SynthConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// `x_a`, the image with the simulated anomaly, values in `[0, 1]`.
-    pub augmented: ImageF32,
+    pub augmented: RgbImage,
     /// `M`, 1 inside the anomaly, 0 elsewhere.
     pub mask: Mask,
     /// 1.0 if `M` is non-empty, else 0.0.
     pub label: f32,
     /// `x`, the normal image (rotated if the normal rotation was drawn).
-    pub normal: ImageF32,
+    pub normal: RgbImage,
     /// The augmented texture `T` (8-bit) for anomalous samples.
-    pub texture: Option<RgbImage>,
+    pub texture: Option<Rgb8Image>,
     /// The opacity `beta` for anomalous samples.
     pub beta: Option<f32>,
     /// The augmenters applied to `T`, in order.
@@ -170,20 +171,9 @@ impl SyntheticBatch {
             }
         }
         let b = samples.len();
-        let plane = h * w;
-        let mut augmented = vec![0.0f32; b * 3 * plane];
-        let mut normal = vec![0.0f32; b * 3 * plane];
-        let mut mask = vec![0.0f32; b * plane];
-        augmented
-            .par_chunks_mut(3 * plane)
-            .zip(normal.par_chunks_mut(3 * plane))
-            .zip(mask.par_chunks_mut(plane))
-            .zip(samples.par_iter())
-            .for_each(|(((a, n), m), s)| {
-                s.augmented.write_chw(a);
-                s.normal.write_chw(n);
-                m.copy_from_slice(s.mask.as_slice());
-            });
+        let augmented = stack_chw(b, h, w, |i| &samples[i].augmented);
+        let normal = stack_chw(b, h, w, |i| &samples[i].normal);
+        let mask = stack_planes(b, h, w, |i| &samples[i].mask);
         let label: Vec<f32> = samples.iter().map(|s| s.label).collect();
         Ok(Self {
             augmented: Tensor::from_vec(augmented, (b, 3, h, w), device)?,
@@ -207,7 +197,7 @@ fn size_mismatch(index: usize, expected: (usize, usize), found: (usize, usize)) 
 /// `x_a = x (1 - M) + (1 - beta) T M + beta x M` (DRAEM eq. for the simulated
 /// anomaly; `beta` weights the original image inside the mask), computed
 /// per element in `f32` in exactly this form.
-pub fn blend(normal: &ImageF32, texture: &ImageF32, mask: &Mask, beta: f32) -> Result<ImageF32> {
+pub fn blend(normal: &RgbImage, texture: &RgbImage, mask: &Mask, beta: f32) -> Result<RgbImage> {
     let (h, w) = (normal.height(), normal.width());
     if (texture.height(), texture.width()) != (h, w) {
         return Err(size_mismatch(
@@ -230,7 +220,7 @@ pub fn blend(normal: &ImageF32, texture: &ImageF32, mask: &Mask, beta: f32) -> R
             o[c] = x * (1.0 - m) + (1.0 - beta) * t[c] * m + beta * x * m;
         }
     }
-    ImageF32::from_hwc(h, w, out)
+    RgbImage::from_hwc(h, w, out)
 }
 
 /// Turns normal images into DRAEM-style training samples, reproducibly.
@@ -291,7 +281,7 @@ impl AnomalySynthesizer {
     /// `foreground`, if given, overrides [`SynthConfig::foreground`].
     pub fn synthesize_one<R: RngCore>(
         &self,
-        normal: &ImageF32,
+        normal: &RgbImage,
         foreground: Option<&Mask>,
         rng: &mut R,
     ) -> Result<Sample> {
@@ -394,7 +384,7 @@ impl AnomalySynthesizer {
             }
         }
         Ok(Sample {
-            augmented: ImageF32::from_hwc(h, w, augmented)?,
+            augmented: RgbImage::from_hwc(h, w, augmented)?,
             mask,
             label: 1.0,
             normal,
@@ -408,7 +398,7 @@ impl AnomalySynthesizer {
     /// `(epoch, index)`.
     pub fn synthesize_indexed(
         &self,
-        normal: &ImageF32,
+        normal: &RgbImage,
         foreground: Option<&Mask>,
         epoch: u64,
         index: u64,
@@ -421,7 +411,7 @@ impl AnomalySynthesizer {
     /// `foregrounds`, if given, has one mask per image.
     pub fn synthesize_samples(
         &self,
-        normals: &[ImageF32],
+        normals: &[RgbImage],
         foregrounds: Option<&[Mask]>,
         epoch: u64,
         first_index: u64,
@@ -460,7 +450,7 @@ impl AnomalySynthesizer {
     /// [`SyntheticBatch`] on `device`.
     pub fn synthesize_batch(
         &self,
-        normals: &[ImageF32],
+        normals: &[RgbImage],
         foregrounds: Option<&[Mask]>,
         epoch: u64,
         first_index: u64,
@@ -488,7 +478,7 @@ fn binarize(mut p: Plane) -> Plane {
     p
 }
 
-fn normal_sample(normal: ImageF32) -> Result<Sample> {
+fn normal_sample(normal: RgbImage) -> Result<Sample> {
     Ok(Sample {
         augmented: normal.clone(),
         mask: Plane::filled(normal.height(), normal.width(), 0.0)?,

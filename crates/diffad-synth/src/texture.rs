@@ -1,18 +1,24 @@
 //! Texture sources for the anomaly content `T` (DRAEM section 3.3: DTD images;
-//! here any folder, a built-in procedural generator, or the image itself).
+//! here any folder, a built-in procedural generator, or the image itself;
+//! `docs/reference.md` §1).
+//!
+//! Files are read through [`crate::image::load_rgb8`]; a corrupt file skipped
+//! under [`CorruptFilePolicy::SkipWithWarning`] is reported with
+//! `log::warn!`, which the application decides whether to show.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use image::RgbImage;
+use ::image::RgbImage as Rgb8Image;
 use rand::{seq::SliceRandom, Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::augment::{random_augment, AugmenterKind};
-use crate::buffers::{resize_rgb8, ImageF32};
 use crate::error::{check_size, Error, Result};
+use crate::geometry::resize_rgb8;
+use crate::image::{list_images, load_rgb8, RgbImage};
 use crate::perlin::fractal_perlin_2d;
 
 /// Where anomaly textures come from. Implementations must be deterministic
@@ -20,7 +26,7 @@ use crate::perlin::fractal_perlin_2d;
 /// depend on the thread count.
 pub trait TextureSource: Send + Sync {
     /// Draws one texture the size of `normal` (the image being corrupted).
-    fn draw(&self, normal: &ImageF32, rng: &mut dyn RngCore) -> Result<RgbImage>;
+    fn draw(&self, normal: &RgbImage, rng: &mut dyn RngCore) -> Result<Rgb8Image>;
 
     /// Whether the synthesizer should still apply its random augmenters to
     /// the drawn texture (true for DRAEM's DTD textures; false for sources
@@ -36,8 +42,9 @@ pub enum CorruptFilePolicy {
     /// Return [`Error::Decode`] / [`Error::Io`] naming the file (default).
     #[default]
     Error,
-    /// Print a warning to stderr once per file, remember it in
-    /// [`FolderTextures::skipped`], and draw another file.
+    /// Log a warning (`log::warn!`, target `diffad_synth::texture`) once per
+    /// file, remember it in [`FolderTextures::skipped`], and draw another
+    /// file.
     SkipWithWarning,
 }
 
@@ -53,15 +60,16 @@ pub struct FolderOptions {
     pub preload: Option<(usize, usize)>,
 }
 
-/// A folder of texture images, searched recursively for `.jpg`, `.jpeg` and
-/// `.png` files (case-insensitive), e.g. DTD's `images/<category>/*.jpg`.
+/// A folder of texture images, searched recursively for the image files of
+/// [`crate::image::IMAGE_EXTENSIONS`] (case-insensitive), e.g. DTD's
+/// `images/<category>/*.jpg`.
 /// Each draw picks a file uniformly and resizes it to the image size with
 /// bilinear sampling (DRAEM: `cv2.resize`).
 #[derive(Debug)]
 pub struct FolderTextures {
     root: PathBuf,
     files: Vec<PathBuf>,
-    cache: Option<Vec<RgbImage>>,
+    cache: Option<Vec<Rgb8Image>>,
     options: FolderOptions,
     bad: Mutex<HashSet<usize>>,
 }
@@ -77,15 +85,13 @@ impl FolderTextures {
         if let Some((h, w)) = options.preload {
             check_size(h, w)?;
         }
-        let mut files = Vec::new();
-        list_images(&root, &mut files)?;
-        files.sort();
+        let mut files = list_images(&root, true)?;
         if files.is_empty() {
             return Err(Error::EmptyTextureFolder { path: root });
         }
         let mut cache = None;
         if let Some((h, w)) = options.preload {
-            let loaded: Vec<(PathBuf, Result<RgbImage>)> = files
+            let loaded: Vec<(PathBuf, Result<Rgb8Image>)> = files
                 .par_iter()
                 .map(|p| {
                     (
@@ -104,7 +110,7 @@ impl FolderTextures {
                     }
                     (Err(e), CorruptFilePolicy::Error) => return Err(e),
                     (Err(e), CorruptFilePolicy::SkipWithWarning) => {
-                        eprintln!("diffad-synth: warning: skipping texture: {e}");
+                        log::warn!("skipping texture: {e}");
                     }
                 }
             }
@@ -144,7 +150,7 @@ impl FolderTextures {
 }
 
 impl TextureSource for FolderTextures {
-    fn draw(&self, normal: &ImageF32, rng: &mut dyn RngCore) -> Result<RgbImage> {
+    fn draw(&self, normal: &RgbImage, rng: &mut dyn RngCore) -> Result<Rgb8Image> {
         let (h, w) = (normal.height(), normal.width());
         if let Some(cache) = &self.cache {
             let img = &cache[rng.random_range(0..cache.len())];
@@ -167,7 +173,7 @@ impl TextureSource for FolderTextures {
                     CorruptFilePolicy::SkipWithWarning => {
                         if let Ok(mut bad) = self.bad.lock() {
                             if bad.insert(i) {
-                                eprintln!("diffad-synth: warning: skipping texture: {e}");
+                                log::warn!("skipping texture: {e}");
                             }
                         }
                     }
@@ -180,60 +186,17 @@ impl TextureSource for FolderTextures {
     }
 }
 
-fn list_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let io = |source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        if path.is_dir() {
-            list_images(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
-            .unwrap_or(false)
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Decodes an image file as 8-bit RGB, naming the file in any error.
-pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
-    let img = image::ImageReader::open(path)
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .decode()
-        .map_err(|source| Error::Decode {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let rgb = img.to_rgb8();
-    check_size(rgb.height() as usize, rgb.width() as usize)?;
-    Ok(rgb)
-}
-
 /// Textures held in memory (e.g. decoded once by the caller); each draw
 /// picks one uniformly and resizes it to the image size.
 #[derive(Clone, Debug)]
 pub struct InMemoryTextures {
-    images: Vec<RgbImage>,
+    images: Vec<Rgb8Image>,
 }
 
 impl InMemoryTextures {
     /// Errors with [`Error::EmptyTextureFolder`] (path `<memory>`) on an empty
     /// list and [`Error::ZeroSizedImage`] on an empty image.
-    pub fn new(images: Vec<RgbImage>) -> Result<Self> {
+    pub fn new(images: Vec<Rgb8Image>) -> Result<Self> {
         if images.is_empty() {
             return Err(Error::EmptyTextureFolder {
                 path: PathBuf::from("<memory>"),
@@ -246,13 +209,13 @@ impl InMemoryTextures {
     }
 
     /// The stored images.
-    pub fn images(&self) -> &[RgbImage] {
+    pub fn images(&self) -> &[Rgb8Image] {
         &self.images
     }
 }
 
 impl TextureSource for InMemoryTextures {
-    fn draw(&self, normal: &ImageF32, rng: &mut dyn RngCore) -> Result<RgbImage> {
+    fn draw(&self, normal: &RgbImage, rng: &mut dyn RngCore) -> Result<Rgb8Image> {
         let img = &self.images[rng.random_range(0..self.images.len())];
         resize_rgb8(img, normal.height(), normal.width())
     }
@@ -325,7 +288,7 @@ impl PatternStyle {
         height: usize,
         width: usize,
         rng: &mut R,
-    ) -> Result<RgbImage> {
+    ) -> Result<Rgb8Image> {
         check_size(height, width)?;
         if !(self.frequency.is_finite() && self.frequency >= 1.0) {
             return Err(Error::InvalidConfig {
@@ -403,7 +366,7 @@ impl PatternStyle {
                 raw.push(((lo[c] + f * (hi[c] - lo[c])).clamp(0.0, 1.0) * 255.0).round() as u8);
             }
         }
-        RgbImage::from_raw(width as u32, height as u32, raw).ok_or(Error::BufferLength {
+        Rgb8Image::from_raw(width as u32, height as u32, raw).ok_or(Error::BufferLength {
             shape: vec![height, width, 3],
             expected: height * width * 3,
             found: 0,
@@ -449,7 +412,7 @@ pub fn procedural_texture(
     height: usize,
     width: usize,
     seed: u64,
-) -> Result<RgbImage> {
+) -> Result<Rgb8Image> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     PatternStyle::random(kind, &mut rng).render(height, width, &mut rng)
 }
@@ -483,7 +446,7 @@ impl ProceduralTextures {
 }
 
 impl TextureSource for ProceduralTextures {
-    fn draw(&self, normal: &ImageF32, rng: &mut dyn RngCore) -> Result<RgbImage> {
+    fn draw(&self, normal: &RgbImage, rng: &mut dyn RngCore) -> Result<Rgb8Image> {
         let kind = self.kinds[rng.random_range(0..self.kinds.len())];
         PatternStyle::random(kind, rng).render(normal.height(), normal.width(), rng)
     }
@@ -517,7 +480,7 @@ impl Default for SelfAugmentation {
 }
 
 impl TextureSource for SelfAugmentation {
-    fn draw(&self, normal: &ImageF32, rng: &mut dyn RngCore) -> Result<RgbImage> {
+    fn draw(&self, normal: &RgbImage, rng: &mut dyn RngCore) -> Result<Rgb8Image> {
         if self.grid == 0 {
             return Err(Error::InvalidConfig {
                 field: "grid",
@@ -535,7 +498,7 @@ impl TextureSource for SelfAugmentation {
 }
 
 /// Cuts `img` into `grid x grid` tiles and permutes them uniformly.
-pub fn shuffle_tiles<R: RngCore + ?Sized>(img: &RgbImage, grid: usize, rng: &mut R) -> RgbImage {
+pub fn shuffle_tiles<R: RngCore + ?Sized>(img: &Rgb8Image, grid: usize, rng: &mut R) -> Rgb8Image {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (th, tw) = (h / grid.max(1), w / grid.max(1));
     let mut out = img.clone();

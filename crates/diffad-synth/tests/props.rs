@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use diffad_synth::{
-    anomaly_mask, rand_perlin_2d, AnomalySynthesizer, ImageF32, MaskConfig, ProceduralTextures,
+    anomaly_mask, rand_perlin_2d, AnomalySynthesizer, MaskConfig, ProceduralTextures, RgbImage,
     SelfAugmentation, SynthConfig, TextureSource,
 };
 use proptest::prelude::*;
@@ -43,7 +43,7 @@ proptest! {
                 [pixels[0] * x, pixels[1] * y, pixels[2] * (1.0 - x * y)]
             })
             .collect();
-        let img = ImageF32::from_hwc(h, w, data).unwrap();
+        let img = RgbImage::from_hwc(h, w, data).unwrap();
         let source: Arc<dyn TextureSource> = if self_aug {
             Arc::new(SelfAugmentation::default())
         } else {

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use candle_core::Device;
 use diffad_synth::{
     blend, procedural_texture, AnomalySynthesizer, AugmenterKind, AutoForeground, EmptyMaskPolicy,
-    Error, ForegroundMode, ImageF32, InMemoryTextures, MaskConfig, PatternKind, Plane,
-    ProceduralTextures, SelfAugmentation, SynthConfig, TextureSource,
+    Error, ForegroundMode, InMemoryTextures, MaskConfig, PatternKind, Plane, ProceduralTextures,
+    RgbImage, SelfAugmentation, SynthConfig, TextureSource,
 };
 
-fn normals(n: usize, h: usize, w: usize) -> Vec<ImageF32> {
+fn normals(n: usize, h: usize, w: usize) -> Vec<RgbImage> {
     (0..n)
         .map(|i| {
             let kind = PatternKind::ALL[i % 4];
-            ImageF32::from_rgb8(&procedural_texture(kind, h, w, 100 + i as u64).unwrap()).unwrap()
+            RgbImage::from_rgb8(&procedural_texture(kind, h, w, 100 + i as u64).unwrap()).unwrap()
         })
         .collect()
 }
@@ -25,8 +25,8 @@ fn synth(config: SynthConfig, source: Arc<dyn TextureSource>) -> AnomalySynthesi
 #[test]
 fn blend_formula_is_exact_on_hand_made_values() {
     // 1x2 image: pixel 0 outside the mask, pixel 1 inside.
-    let x = ImageF32::from_hwc(1, 2, vec![0.5, 0.25, 1.0, 0.5, 0.25, 1.0]).unwrap();
-    let t = ImageF32::from_hwc(1, 2, vec![0.0, 1.0, 0.5, 0.25, 1.0, 0.0]).unwrap();
+    let x = RgbImage::from_hwc(1, 2, vec![0.5, 0.25, 1.0, 0.5, 0.25, 1.0]).unwrap();
+    let t = RgbImage::from_hwc(1, 2, vec![0.0, 1.0, 0.5, 0.25, 1.0, 0.0]).unwrap();
     let m = Plane::from_vec(1, 2, vec![0.0, 1.0]).unwrap();
     let out = blend(&x, &t, &m, 0.5).unwrap();
     // Outside: x. Inside: (1 - 0.5) T + 0.5 x.
@@ -70,7 +70,7 @@ fn anomalous_samples_follow_the_blend_and_labels_match_masks() {
         let beta = sample.beta.unwrap();
         assert!((0.0..0.8).contains(&beta));
         assert_eq!(sample.augmenters.len(), 3);
-        let t = ImageF32::from_rgb8(sample.texture.as_ref().unwrap()).unwrap();
+        let t = RgbImage::from_rgb8(sample.texture.as_ref().unwrap()).unwrap();
         let expected = blend(img, &t, &sample.mask, beta).unwrap();
         assert_eq!(sample.augmented, expected);
     }
@@ -79,7 +79,7 @@ fn anomalous_samples_follow_the_blend_and_labels_match_masks() {
     assert!((0.33..0.62).contains(&frac), "anomalous fraction {frac}");
 }
 
-fn batch_values(s: &AnomalySynthesizer, imgs: &[ImageF32], threads: usize) -> Vec<Vec<f32>> {
+fn batch_values(s: &AnomalySynthesizer, imgs: &[RgbImage], threads: usize) -> Vec<Vec<f32>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -206,7 +206,7 @@ fn auto_foreground_finds_an_object_on_a_plain_background() {
             });
         }
     }
-    let img = ImageF32::from_hwc(h, w, data).unwrap();
+    let img = RgbImage::from_hwc(h, w, data).unwrap();
     let fg = diffad_synth::auto_foreground(&img, &AutoForeground::default()).unwrap();
     let cov = fg.coverage();
     let disc = std::f64::consts::PI * 100.0 / (40.0 * 40.0);
@@ -343,21 +343,21 @@ fn invalid_settings_and_inputs_are_typed_errors() {
         other => panic!("expected SizeMismatch, got {other:?}"),
     }
     assert!(matches!(
-        ImageF32::from_hwc(0, 5, vec![]),
+        RgbImage::from_hwc(0, 5, vec![]),
         Err(Error::ZeroSizedImage {
             height: 0,
             width: 5
         })
     ));
     assert!(matches!(
-        ImageF32::from_hwc(2, 2, vec![0.0; 11]),
+        RgbImage::from_hwc(2, 2, vec![0.0; 11]),
         Err(Error::BufferLength {
             expected: 12,
             found: 11,
             ..
         })
     ));
-    let nan = ImageF32::from_hwc(1, 1, vec![f32::NAN, 0.0, 0.0]).unwrap();
+    let nan = RgbImage::from_hwc(1, 1, vec![f32::NAN, 0.0, 0.0]).unwrap();
     assert!(matches!(
         s.synthesize_indexed(&nan, None, 0, 0),
         Err(Error::NonFinite(_))
@@ -372,14 +372,14 @@ fn invalid_settings_and_inputs_are_typed_errors() {
 fn image_conversions_round_trip() {
     let img = normals(1, 9, 7).remove(0);
     let rgb = img.to_rgb8();
-    assert_eq!(ImageF32::from_rgb8(&rgb).unwrap(), img);
+    assert_eq!(RgbImage::from_rgb8(&rgb).unwrap(), img);
     let chw = img.to_chw();
-    assert_eq!(ImageF32::from_chw(9, 7, &chw).unwrap(), img);
+    assert_eq!(RgbImage::from_chw(9, 7, &chw).unwrap(), img);
     let t = img.to_tensor(&Device::Cpu).unwrap();
     assert_eq!(t.dims(), &[3, 9, 7]);
-    assert_eq!(ImageF32::from_tensor(&t).unwrap(), img);
+    assert_eq!(RgbImage::from_tensor(&t).unwrap(), img);
     assert!(matches!(
-        ImageF32::from_tensor(&t.flatten_all().unwrap()),
+        RgbImage::from_tensor(&t.flatten_all().unwrap()),
         Err(Error::TensorShape(_))
     ));
     // Rotation by 0 is the identity; resizing to the same size too.

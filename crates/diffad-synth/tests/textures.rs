@@ -5,15 +5,15 @@ use std::path::Path;
 
 use diffad_synth::{
     procedural_texture, shuffle_tiles, CorruptFilePolicy, Error, FolderOptions, FolderTextures,
-    ImageF32, PatternKind, PatternStyle, ProceduralTextures, SelfAugmentation, TextureSource,
+    PatternKind, PatternStyle, ProceduralTextures, RgbImage, SelfAugmentation, TextureSource,
 };
-use image::RgbImage;
+use image::RgbImage as Rgb8Image;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn write_png(path: &Path, w: u32, h: u32, shade: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    RgbImage::from_pixel(w, h, image::Rgb([shade, 255 - shade, 7]))
+    Rgb8Image::from_pixel(w, h, image::Rgb([shade, 255 - shade, 7]))
         .save(path)
         .unwrap();
 }
@@ -25,8 +25,8 @@ fn dtd_like(root: &Path) {
     std::fs::write(root.join("dotted/labels.txt"), "not an image").unwrap();
 }
 
-fn normal(h: usize, w: usize) -> ImageF32 {
-    ImageF32::filled(h, w, [0.5, 0.5, 0.5]).unwrap()
+fn normal(h: usize, w: usize) -> RgbImage {
+    RgbImage::filled(h, w, [0.5, 0.5, 0.5]).unwrap()
 }
 
 #[test]
@@ -178,12 +178,12 @@ fn procedural_textures_are_seeded_and_any_size() {
 
 #[test]
 fn tile_shuffle_is_a_permutation_of_tiles() {
-    let img = RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 0]));
+    let img = Rgb8Image::from_fn(16, 16, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 0]));
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let out = shuffle_tiles(&img, 8, &mut rng);
     assert_ne!(out, img);
     // Each 2x2 tile is constant; the multiset of tiles is unchanged.
-    let tiles = |im: &RgbImage| {
+    let tiles = |im: &Rgb8Image| {
         let mut v: Vec<[u8; 3]> = (0..64)
             .map(|t| im.get_pixel((t % 8) * 2, (t / 8) * 2).0)
             .collect();
@@ -192,7 +192,7 @@ fn tile_shuffle_is_a_permutation_of_tiles() {
     };
     assert_eq!(tiles(&out), tiles(&img));
     // Non-multiple sizes: the leftover border stays in place.
-    let img = RgbImage::from_fn(19, 17, |x, y| image::Rgb([x as u8, y as u8, 1]));
+    let img = Rgb8Image::from_fn(19, 17, |x, y| image::Rgb([x as u8, y as u8, 1]));
     let out = shuffle_tiles(&img, 8, &mut rng);
     for y in 0..17 {
         assert_eq!(out.get_pixel(18, y), img.get_pixel(18, y));
@@ -203,6 +203,6 @@ fn tile_shuffle_is_a_permutation_of_tiles() {
     // The self-augmentation source returns a texture of the image's size.
     let src = SelfAugmentation::default();
     assert!(!src.needs_augmentation());
-    let n = ImageF32::from_rgb8(&img).unwrap();
+    let n = RgbImage::from_rgb8(&img).unwrap();
     assert_eq!(src.draw(&n, &mut rng).unwrap().dimensions(), (19, 17));
 }

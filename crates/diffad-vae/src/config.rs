@@ -41,7 +41,7 @@ pub struct AutoencoderKlConfig {
 }
 
 impl AutoencoderKlConfig {
-    /// The paper's VAE (released `configs/kl.yaml`, REFERENCE §2): widths 128/256/512/512,
+    /// The paper's VAE (released `configs/kl.yaml`, `docs/reference.md` §2): widths 128/256/512/512,
     /// 2 res blocks per level, 4 latent channels, 32 groups, mid-block attention,
     /// `f = 8` (256x256x3 → 32x32x4), ~83.7 M parameters. Dropout 0 (set
     /// [`dropout`](Self::dropout) to train with it).

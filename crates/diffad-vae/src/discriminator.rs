@@ -1,5 +1,5 @@
 //! PatchGAN discriminator (taming-transformers' `NLayerDiscriminator`, used by LDM's
-//! autoencoder loss from step 50001 with weight 0.5, REFERENCE §2).
+//! autoencoder loss from step 50001 with weight 0.5, `docs/reference.md` §2).
 //!
 //! ```text
 //! main.0  Conv 4x4 s2 p1 (3 → ndf) + bias, LeakyReLU(0.2)

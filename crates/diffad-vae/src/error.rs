@@ -55,7 +55,7 @@ pub enum Error {
         /// The file involved.
         path: PathBuf,
         /// Every mismatching tensor, by name.
-        mismatch: diffad_nn::checkpoint::WeightsMismatch,
+        mismatch: diffad_nn::WeightsMismatch,
     },
 
     /// A JSON file (config or training state) could not be read or written.

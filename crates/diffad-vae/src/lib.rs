@@ -10,14 +10,15 @@
 //!   atomic safetensors I/O ([`checkpoint`]);
 //! * [`AutoencoderKlConfig::diffad`] (the released `kl.yaml`) and small configs for tests;
 //! * [`DiagonalGaussian`]: the posterior with `mean`, `logvar` (clamped to `[−30, 20]`),
-//!   `std`, reproducible `sample`s, `mode()` and `kl()`;
-//! * [`LatentCodec`]: the image ↔ latent interface the diffusion and segmentation stages
-//!   use, so any codec can be plugged in;
+//!   `std`, reproducible `sample`s, `mode()` and `kl()`, and [`LatentCodec`]: the
+//!   image ↔ latent interface the diffusion and segmentation stages use, so any codec can
+//!   be plugged in (both defined in [`diffad_nn::latent`] and re-exported here);
 //! * training ([`train`]): reconstruction (L1/L2) + SSIM + `kl_weight`·KL, an optional
 //!   PatchGAN hinge loss from a given step ([`discriminator`]), a pluggable perceptual
 //!   term ([`loss::PerceptualLoss`]; LPIPS's VGG weights cannot be shipped), our own
-//!   [`AdamW`] (shared with the other trainers, from `diffad_nn::optim`) (its moments are saved in checkpoints), gradient clipping, warm-up,
-//!   atomic checkpoints and exact resume;
+//!   [`AdamW`] (shared with the other trainers, from `diffad_nn::optim`; its moments are
+//!   saved in checkpoints), gradient clipping, warm-up, atomic checkpoints and exact
+//!   resume ([`VaeTrainer`]; progress goes to a [`diffad_nn::progress::Progress`]);
 //! * [`synthetic::synthetic_images`]: seeded toy images (gradients, stripes, discs) for
 //!   examples and tests.
 //!
@@ -47,38 +48,16 @@ pub mod model;
 pub mod synthetic;
 pub mod train;
 
-use candle_core::Tensor;
-
 pub use config::AutoencoderKlConfig;
 pub use diffad_nn::checkpoint;
+/// The posterior and the image ↔ latent codec trait, defined in `diffad-nn` (so the
+/// diffusion crate shares them without depending on this crate).
+pub use diffad_nn::latent::{DiagonalGaussian, LatentCodec};
 pub use diffad_nn::optim::{AdamW, AdamWConfig};
+/// The progress callback of [`VaeTrainer::train`] (shared with the other crates).
+pub use diffad_nn::progress::{Progress, Silent};
 pub use discriminator::{PatchGan, PatchGanConfig};
-pub use distribution::DiagonalGaussian;
 pub use error::{Error, Result};
 pub use loss::{PerceptualLoss, Reconstruction};
 pub use model::{AutoencoderKl, Decoder, Encoder};
 pub use train::{TrainingImages, VaeTrainConfig, VaeTrainer};
-
-/// An image ↔ latent codec (paper §3.2: the `E` and `D` of the LDM).
-///
-/// Images are `(B, 3, H, W)` with values in `[0, 1]`; implementations map them to
-/// whatever range their network expects (the [`AutoencoderKl`] uses `[−1, 1]`).
-pub trait LatentCodec {
-    /// Posterior `q(z|x)` for images `(B, 3, H, W)` with values in `[0, 1]` (mapped to
-    /// `[−1, 1]` inside).
-    fn encode_posterior(&self, images: &Tensor) -> candle_core::Result<DiagonalGaussian>;
-
-    /// Posterior mode (mean): the condition `c = E(x_a)` at test time.
-    fn encode(&self, images: &Tensor) -> candle_core::Result<Tensor> {
-        Ok(self.encode_posterior(images)?.mode().clone())
-    }
-
-    /// Decodes latents `(B, C, h, w)` to images `(B, 3, H, W)` in `[0, 1]` (clamped).
-    fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor>;
-
-    /// Latent channels `C`.
-    fn latent_channels(&self) -> usize;
-
-    /// Spatial downsampling factor `f` (`H = f·h`).
-    fn downsample_factor(&self) -> usize;
-}

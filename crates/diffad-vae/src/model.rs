@@ -27,11 +27,11 @@ use diffad_nn::{
     UNetMidBlock2DConfig, Upsample2D,
 };
 
-use crate::checkpoint;
+use diffad_nn::checkpoint;
+use diffad_nn::latent::{DiagonalGaussian, LatentCodec};
+
 use crate::config::AutoencoderKlConfig;
-use crate::distribution::DiagonalGaussian;
 use crate::error::{Error, Result};
-use crate::LatentCodec;
 
 /// GroupNorm ε everywhere in diffusers' VAE.
 const EPS: f64 = 1e-6;
@@ -96,7 +96,9 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Builds the encoder under `vb` (diffusers prefix `encoder`). `seed` seeds dropout.
+    /// Builds the encoder under `vb` (diffusers prefix `encoder`). `seed` seeds dropout:
+    /// res block `j` of level `i` draws its masks from `seed + 64 i + j`, the mid block's
+    /// from `seed + 4096 (+ k)`, so no two blocks share a stream.
     pub fn new(config: &AutoencoderKlConfig, seed: u64, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let widths = &config.block_out_channels;
@@ -181,7 +183,9 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Builds the decoder under `vb` (diffusers prefix `decoder`). `seed` seeds dropout.
+    /// Builds the decoder under `vb` (diffusers prefix `decoder`). `seed` seeds dropout
+    /// as in [`Encoder::new`] (the autoencoder passes the decoder `seed + 2^20`, so its
+    /// streams differ from the encoder's).
     pub fn new(config: &AutoencoderKlConfig, seed: u64, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let reversed: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
@@ -298,7 +302,7 @@ impl Network {
             Some(q) => q.forward(&h)?,
             None => h,
         };
-        DiagonalGaussian::from_moments(&moments)
+        Ok(DiagonalGaussian::from_moments(&moments)?)
     }
 
     fn decode(&self, z: &Tensor, train: bool) -> Result<Tensor> {
@@ -393,21 +397,27 @@ impl AutoencoderKl {
 
     /// Loads a model from a safetensors file with diffusers' `AutoencoderKL` names (a
     /// diffusers `diffusion_pytorch_model.safetensors`, or one written by
-    /// [`save`](Self::save)). Strict: see [`checkpoint::load_varmap`].
-    pub fn load(config: AutoencoderKlConfig, path: &Path, device: &Device) -> Result<Self> {
+    /// [`save`](Self::save)), in `f32` on `device`. Strict: see
+    /// [`checkpoint::load_varmap`]. The model keeps its variables
+    /// ([`varmap`](Self::varmap)), so it can be trained further.
+    pub fn load(
+        config: AutoencoderKlConfig,
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Self> {
         let model = Self::new(config, 0, device)?;
         model.load_weights(path)?;
         Ok(model)
     }
 
     /// Replaces the weights with those of a safetensors file (strict, all-or-nothing).
-    pub fn load_weights(&self, path: &Path) -> Result<()> {
-        Ok(checkpoint::load_varmap(&self.varmap, path)?)
+    pub fn load_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        Ok(checkpoint::load_varmap(&self.varmap, path.as_ref())?)
     }
 
     /// Saves the weights to a safetensors file atomically (`path.tmp`, then rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        Ok(checkpoint::save_varmap(&self.varmap, path)?)
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        Ok(checkpoint::save_varmap(&self.varmap, path.as_ref())?)
     }
 
     /// The architecture.

@@ -20,22 +20,32 @@
 //! gradient clipping, linear learning-rate warm-up. The discriminator has its own AdamW
 //! and is trained only from `t_disc` on.
 //!
-//! Reproducibility: the images of step `t` come from a per-epoch permutation seeded by
-//! `(seed, epoch)` and the posterior noise from a stream seeded by `(seed, t)`, both drawn
-//! on the CPU, so a run resumed from a checkpoint continues exactly as an uninterrupted
-//! one (dropout, when enabled, is the exception: its stream restarts on resume).
+//! Reproducibility: every random stream is a ChaCha8 stream drawn on the CPU from
+//! [`VaeTrainConfig::seed`], so a run resumed from a checkpoint continues exactly as an
+//! uninterrupted one (dropout, when enabled, is the exception: its stream restarts on
+//! resume). The streams, and what separates them:
 //!
-//! Checkpoints (`checkpoint_every` steps, and at the end) are directories
-//! `step-00000100/` holding `vae.safetensors`, `optimizer.safetensors` (AdamW moments),
-//! the discriminator's two files when it exists, and `state.json` (step, seed, configs);
-//! each is written as `step-….tmp/` and renamed, so a crash never leaves a partial
-//! checkpoint under a real name.
+//! | stream | ChaCha8 seed | stream index |
+//! |---|---|---|
+//! | batch order (a permutation per epoch) | `seed` | the epoch |
+//! | posterior noise `ε` of step `t` | `seed ^` [`POSTERIOR_NOISE_SALT`] | `t` |
+//! | the discriminator's initial weights | `seed ^` [`DISCRIMINATOR_SALT`] (per parameter name, [`diffad_nn::init`]) | — |
+//!
+//! The autoencoder's own initial weights come from the seed given to
+//! [`AutoencoderKl::new`](crate::AutoencoderKl::new) (on resume: `seed`, then overwritten
+//! by the checkpoint).
+//!
+//! Checkpoints are directories holding `vae.safetensors`, `optimizer.safetensors` (AdamW
+//! moments), the discriminator's two files when it exists, and `state.json` (step, seed,
+//! configs). [`VaeTrainer::train`] writes one every `checkpoint_every` steps, and at the
+//! end, to [`VaeTrainer::checkpoint_path`]`(checkpoint_dir, step)` (`step-00000100/`);
+//! each is written as `….tmp/` and renamed, so a crash never leaves a partial checkpoint
+//! under a real name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -43,12 +53,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AutoencoderKlConfig;
 use crate::discriminator::{PatchGan, PatchGanConfig};
-use crate::distribution::standard_normal;
 use crate::error::{Error, Result};
 use crate::loss::{self, PerceptualLoss, Reconstruction};
 use crate::model::{check_finite, AutoencoderKl};
 use diffad_nn::checkpoint::{self, load_json, save_json, TensorFile};
+use diffad_nn::latent::standard_normal;
 use diffad_nn::optim::{clip_grad_norm, grad_norm, AdamW, AdamWConfig};
+use diffad_nn::progress::Progress;
+
+/// XORed into [`VaeTrainConfig::seed`] to seed the posterior noise `ε` (one ChaCha8
+/// stream per step, stream index = step), so it is not the batch-order stream
+/// (`seed` itself). The bytes spell `"noise"`.
+pub const POSTERIOR_NOISE_SALT: u64 = 0x006e_6f69_7365;
+
+/// XORed into [`VaeTrainConfig::seed`] to seed the discriminator's initial weights, so
+/// they are not drawn from the stream of the batch order. `0xd15c` reads "disc".
+pub const DISCRIMINATOR_SALT: u64 = 0xd15c;
 
 /// A set of training images, each `(3, H, W)` with values in `[0, 1]`, all the same size.
 pub trait TrainingImages {
@@ -102,7 +122,7 @@ impl Default for DiscriminatorTrainConfig {
 }
 
 /// LDM's autoencoder optimiser: `Adam(lr = 4.5e-6 · 16, betas = (0.5, 0.9))` with no
-/// weight decay; the paper's effective rate is 7.2e-5 (REFERENCE §2).
+/// weight decay; the paper's effective rate is 7.2e-5 (`docs/reference.md` §2).
 pub fn ldm_autoencoder_adam() -> AdamWConfig {
     AdamWConfig {
         lr: 7.2e-5,
@@ -140,14 +160,13 @@ pub struct VaeTrainConfig {
     pub checkpoint_every: u64,
     /// Where checkpoints go (`None`: no checkpoints).
     pub checkpoint_dir: Option<PathBuf>,
-    /// Seed of the batch order and the posterior noise.
+    /// Seed of the batch order, the posterior noise and the discriminator's initial
+    /// weights (see the module doc for how the streams are separated).
     pub seed: u64,
-    /// Show a progress bar (it is hidden anyway when stderr is not a terminal).
-    pub progress: bool,
 }
 
 impl Default for VaeTrainConfig {
-    /// The paper's recipe where it applies (REFERENCE §2): lr 7.2e-5, batch 8, L1,
+    /// The paper's recipe where it applies (`docs/reference.md` §2): lr 7.2e-5, batch 8, L1,
     /// KL weight 1e-6, PatchGAN from step 50001 with weight 0.5; SSIM weight 1 stands in
     /// for LPIPS.
     fn default() -> Self {
@@ -165,7 +184,6 @@ impl Default for VaeTrainConfig {
             checkpoint_every: 5_000,
             checkpoint_dir: None,
             seed: 0,
-            progress: true,
         }
     }
 }
@@ -284,7 +302,8 @@ impl VaeTrainer {
         let optimizer = AdamW::new(trainable(vae.varmap())?, config.optimizer)?;
         let discriminator = match &config.discriminator {
             Some(d) => {
-                let gan = PatchGan::new(d.patch_gan, config.seed ^ 0xd15c, vae.device())?;
+                let gan =
+                    PatchGan::new(d.patch_gan, config.seed ^ DISCRIMINATOR_SALT, vae.device())?;
                 let opt = AdamW::new(trainable(gan.varmap())?, d.optimizer)?;
                 Some((gan, opt, d.clone()))
             }
@@ -322,7 +341,7 @@ impl VaeTrainer {
         &self.optimizer
     }
 
-    /// Steps completed.
+    /// Optimiser steps taken so far (over the whole run, including those before a resume).
     pub fn step(&self) -> u64 {
         self.step
     }
@@ -446,7 +465,7 @@ impl VaeTrainer {
     pub fn train_step(&mut self, images: &Tensor) -> Result<StepStats> {
         let step = self.step;
         let x = images.to_device(self.vae.device())?.affine(2.0, -1.0)?;
-        let mut noise_rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ 0x006e_6f69_7365);
+        let mut noise_rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ POSTERIOR_NOISE_SALT);
         noise_rng.set_stream(step);
         let latent_shape = {
             let (b, _, h, w) = x.dims4()?;
@@ -558,39 +577,40 @@ impl VaeTrainer {
         })
     }
 
-    /// Trains until [`step`](Self::step) reaches `config.steps`, with a progress bar,
-    /// writing checkpoints every `checkpoint_every` steps and at the end (when
-    /// `checkpoint_dir` is set). Returns the statistics of every step run.
-    pub fn train(&mut self, data: &dyn TrainingImages) -> Result<Vec<StepStats>> {
+    /// Trains until [`step`](Self::step) reaches `config.steps`, reporting every step to
+    /// `progress` (total `config.steps`), writing checkpoints every `checkpoint_every`
+    /// steps and at the end (when `checkpoint_dir` is set; see the module doc). Returns the
+    /// statistics of every step run.
+    pub fn train(
+        &mut self,
+        data: &dyn TrainingImages,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<StepStats>> {
         if data.is_empty() {
             return Err(Error::Data("no training images".into()));
         }
         let remaining = self.config.steps.saturating_sub(self.step);
-        let bar = if self.config.progress {
-            ProgressBar::with_draw_target(Some(self.config.steps), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_position(self.step);
+        progress.start(Some(self.config.steps), self.step);
         let mut history = Vec::with_capacity(remaining as usize);
         while self.step < self.config.steps {
             let batch = self.load_batch(data)?;
             let stats = self.train_step(&batch)?;
-            bar.set_position(self.step);
-            bar.set_message(format!("loss {:.4} kl {:.2}", stats.loss, stats.kl));
+            progress.step(self.step, stats.loss);
             history.push(stats);
             let at_end = self.step == self.config.steps;
-            if let Some(dir) = self.config.checkpoint_dir.clone() {
+            if let Some(dir) = &self.config.checkpoint_dir {
                 if self.step % self.config.checkpoint_every == 0 || at_end {
-                    self.save_checkpoint(&dir)?;
+                    let path = Self::checkpoint_path(dir, self.step);
+                    self.save_checkpoint(&path)?;
+                    log::debug!(
+                        "vae: checkpoint of step {} written to {}",
+                        self.step,
+                        path.display()
+                    );
                 }
             }
         }
-        bar.finish_and_clear();
+        progress.finish();
         Ok(history)
     }
 
@@ -599,16 +619,17 @@ impl VaeTrainer {
         dir.join(format!("step-{step:08}"))
     }
 
-    /// Writes a checkpoint of the current step under `dir` (atomically; see the module
-    /// doc) and returns its path.
-    pub fn save_checkpoint(&self, dir: &Path) -> Result<PathBuf> {
-        let target = Self::checkpoint_path(dir, self.step);
-        let tmp = checkpoint::tmp_path(&target);
+    /// Writes a checkpoint of the current state to the directory `path` (atomically:
+    /// `path.tmp/`, then renamed; see the module doc), replacing any checkpoint there.
+    /// [`resume`](Self::resume) reads it back.
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
+        let target = path.as_ref();
+        let tmp = checkpoint::tmp_path(target);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        self.vae.save(&tmp.join("vae.safetensors"))?;
+        self.vae.save(tmp.join("vae.safetensors"))?;
         let state = self.optimizer.state_tensors();
         checkpoint::save_tensors(
             &tmp.join("optimizer.safetensors"),
@@ -636,10 +657,10 @@ impl VaeTrainer {
         };
         save_json(&state, &tmp.join("state.json"))?;
         if target.exists() {
-            std::fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+            std::fs::remove_dir_all(target).map_err(|e| Error::io(target, e))?;
         }
-        std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
-        Ok(target)
+        std::fs::rename(&tmp, target).map_err(|e| Error::io(target, e))?;
+        Ok(())
     }
 
     /// The newest complete checkpoint (`step-N` directory) under `dir`, if any.
@@ -667,19 +688,21 @@ impl VaeTrainer {
         Ok(best.map(|(_, p)| p))
     }
 
-    /// Resumes from a checkpoint directory: weights, optimiser moments and step count of the
-    /// autoencoder (and discriminator), with the saved settings. `config` overrides the
-    /// saved training settings when given (e.g. more `steps`); the architecture is the
-    /// saved one.
+    /// Resumes from a checkpoint directory written by
+    /// [`save_checkpoint`](Self::save_checkpoint): weights, optimiser moments and step
+    /// count of the autoencoder (and discriminator). `config` replaces the saved training
+    /// settings when given (e.g. more `steps`); `None` keeps the saved ones. The
+    /// architecture is the saved one.
     pub fn resume(
-        checkpoint_dir: &Path,
+        path: impl AsRef<Path>,
         config: Option<VaeTrainConfig>,
         device: &Device,
     ) -> Result<Self> {
+        let checkpoint_dir = path.as_ref();
         let state: TrainState = load_json(&checkpoint_dir.join("state.json"))?;
         let config = config.unwrap_or(state.train);
         let vae = AutoencoderKl::new(state.vae, config.seed, device)?;
-        vae.load_weights(&checkpoint_dir.join("vae.safetensors"))?;
+        vae.load_weights(checkpoint_dir.join("vae.safetensors"))?;
         let mut trainer = Self::new(vae, config)?;
         let read = |name: &str| -> Result<BTreeMap<String, Tensor>> {
             Ok(TensorFile::read(&checkpoint_dir.join(name), device)?.tensors)

@@ -38,7 +38,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn load() -> (AutoencoderKl, std::collections::BTreeMap<String, Tensor>) {
     let config =
         AutoencoderKlConfig::from_diffusers_json(&fixture("tiny_vae_config.json")).unwrap();
-    let vae = AutoencoderKl::load(config, &fixture("tiny_vae.safetensors"), &Device::Cpu).unwrap();
+    let vae = AutoencoderKl::load(config, fixture("tiny_vae.safetensors"), &Device::Cpu).unwrap();
     let io = read_tensors(&fixture("tiny_vae_io.safetensors"), &Device::Cpu).unwrap();
     (vae, io)
 }

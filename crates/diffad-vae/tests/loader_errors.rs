@@ -135,7 +135,7 @@ fn a_different_architecture_is_a_mismatch() {
     // The tiny test config's model cannot take the fixture's weights.
     let vae = AutoencoderKl::new(AutoencoderKlConfig::tiny(), 0, &Device::Cpu).unwrap();
     assert!(matches!(
-        vae.load_weights(&fixture("tiny_vae.safetensors")),
+        vae.load_weights(fixture("tiny_vae.safetensors")),
         Err(Error::WeightsMismatch { .. })
     ));
 }

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use diffad_vae::synthetic::synthetic_images;
 use diffad_vae::train::DiscriminatorTrainConfig;
 use diffad_vae::{
-    AdamWConfig, AutoencoderKl, AutoencoderKlConfig, Error, PatchGanConfig, VaeTrainConfig,
+    AdamWConfig, AutoencoderKl, AutoencoderKlConfig, Error, PatchGanConfig, Silent, VaeTrainConfig,
     VaeTrainer,
 };
 
@@ -37,7 +37,6 @@ fn train_config(steps: u64) -> VaeTrainConfig {
         max_grad_norm: Some(1e4),
         discriminator: None,
         checkpoint_every: 2,
-        progress: false,
         seed: 5,
         ..VaeTrainConfig::default()
     }
@@ -99,7 +98,7 @@ fn loss_falls_on_a_handful_of_images() {
         ..train_config(40)
     };
     let mut trainer = VaeTrainer::new(vae, config).unwrap();
-    let history = trainer.train(&images).unwrap();
+    let history = trainer.train(&images, &mut Silent).unwrap();
     assert_eq!(history.len(), 40);
     let first: f64 = history[..3].iter().map(|s| s.reconstruction).sum::<f64>() / 3.0;
     let last: f64 = history[37..].iter().map(|s| s.reconstruction).sum::<f64>() / 3.0;
@@ -135,7 +134,7 @@ fn discriminator_switches_on_at_its_start_step() {
         ..train_config(3)
     };
     let mut trainer = VaeTrainer::new(vae, config).unwrap();
-    let history = trainer.train(&images).unwrap();
+    let history = trainer.train(&images, &mut Silent).unwrap();
     assert!(history[0].generator.is_none() && history[0].discriminator.is_none());
     for s in &history[1..] {
         assert!(s.generator.is_some() && s.discriminator.is_some(), "{s:?}");
@@ -156,7 +155,7 @@ fn resumed_training_matches_uninterrupted_training() {
     };
     let vae = AutoencoderKl::new(AutoencoderKlConfig::tiny(), 7, &dev).unwrap();
     let mut straight = VaeTrainer::new(vae, config.clone()).unwrap();
-    let full = straight.train(&images).unwrap();
+    let full = straight.train(&images, &mut Silent).unwrap();
 
     let step2 = VaeTrainer::checkpoint_path(dir.path(), 2);
     assert!(step2.join("vae.safetensors").exists() && step2.join("optimizer.safetensors").exists());
@@ -175,7 +174,7 @@ fn resumed_training_matches_uninterrupted_training() {
     let mut resumed = VaeTrainer::resume(&step2, Some(resumed_config), &dev).unwrap();
     assert_eq!(resumed.step(), 2);
     assert_eq!(resumed.optimizer().step_count(), 2);
-    let rest = resumed.train(&images).unwrap();
+    let rest = resumed.train(&images, &mut Silent).unwrap();
     assert_eq!(rest.len(), 2);
     for (a, b) in full[2..].iter().zip(&rest) {
         assert!(
@@ -215,11 +214,20 @@ fn bad_training_data_is_a_typed_error() {
     let vae = AutoencoderKl::new(AutoencoderKlConfig::tiny(), 0, &dev).unwrap();
     let mut trainer = VaeTrainer::new(vae, train_config(1)).unwrap();
     let empty = Tensor::zeros((0, 3, 16, 16), DType::F32, &dev).unwrap();
-    assert!(matches!(trainer.train(&empty), Err(Error::Data(_))));
+    assert!(matches!(
+        trainer.train(&empty, &mut Silent),
+        Err(Error::Data(_))
+    ));
     let nan = (Tensor::zeros((2, 3, 16, 16), DType::F32, &dev).unwrap() / 0.0).unwrap();
-    assert!(matches!(trainer.train(&nan), Err(Error::Data(_))));
+    assert!(matches!(
+        trainer.train(&nan, &mut Silent),
+        Err(Error::Data(_))
+    ));
     let odd = Tensor::zeros((2, 3, 15, 15), DType::F32, &dev).unwrap();
-    assert!(matches!(trainer.train(&odd), Err(Error::Data(_))));
+    assert!(matches!(
+        trainer.train(&odd, &mut Silent),
+        Err(Error::Data(_))
+    ));
     assert_eq!(trainer.step(), 0);
 }
 

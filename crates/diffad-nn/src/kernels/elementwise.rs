@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::kernel_util::contiguous;
+use crate::kernels::util::contiguous;
 
 /// Elements per parallel task.
 const GRAIN: usize = 1 << 14;
@@ -189,7 +189,7 @@ impl CustomOp1 for Silu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        crate::kernel_util::unary_backward(arg, grad, self)
+        crate::kernels::util::unary_backward(arg, grad, self)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The convolution kernel behind [`crate::Conv2d`].
+//! The convolution kernel behind the `Conv2d` layer.
 //!
 //! On the CPU, for `f32`/`f64` and one group, the convolution (bias included) is a Candle
 //! custom op (`Conv2dOp`) on raw slices whose
@@ -7,14 +7,15 @@
 //!   values, so the columns stay in cache), unfolds the input (`im2col_band`) and runs one
 //!   gemm writing straight into the bias-filled output; 1x1 convolutions skip the
 //!   unfolding, and 3x3 stride-1 convolutions with 128 channels or more use Winograd
-//!   `F(2x2, 3x3)` ([`crate::winograd`]);
+//!   `F(2x2, 3x3)` ([`crate::kernels::winograd`]);
 //! * backward (`Conv2dGrads`) computes `dWᵀ = Σ cols · gyᵀ` over chunks of samples, `db` as
 //!   row sums, and `dx` as the convolution of `gy` with the flipped, transposed weight
 //!   (stride 1) or `col2im(Wᵀ · gy)` (otherwise), never Candle's `conv_transpose2d`, a
 //!   naive loop that dominates training time on the CPU.
 //!
-//! The gemms are the `gemm` crate's (AVX-512 kernels through its `x86-v4` feature, chosen
-//! at run time). Nothing is kept for the backward pass but the input and the weight.
+//! The gemms go through [`crate::kernels::gemm`] (the `gemm` crate's AVX-512 kernels
+//! through its `x86-v4` feature, chosen at run time). Nothing is kept for the backward pass
+//! but the input and the weight.
 //!
 //! Every other case (CUDA, half precision, grouped convolutions) uses Candle's `conv2d`,
 //! with a workaround for its backward's shape bug (see [`candle_conv2d`]).
@@ -22,7 +23,9 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernel_util::with_slices;
+use crate::kernels::gemm::{gemm, Mat};
+use crate::kernels::util::with_slices;
+use crate::kernels::winograd;
 
 /// Most elements of unfolded columns materialised at once (2 Mi values, 8 MB in `f32`):
 /// the columns of a band of output rows are built, multiplied and dropped while they are
@@ -223,76 +226,6 @@ fn col2im_band<T: WithDType>(
     });
 }
 
-/// A dense matrix operand of [`gemm`]: a pointer with row and column strides (in elements).
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<T> {
-    pub(crate) ptr: *const T,
-    pub(crate) rs: isize,
-    pub(crate) cs: isize,
-}
-
-impl<T> Mat<T> {
-    /// A row-major matrix with `cols` columns starting at `s[offset]`.
-    pub(crate) fn rows(s: &[T], offset: usize, cols: usize) -> Self {
-        Self {
-            ptr: s[offset..].as_ptr(),
-            rs: cols as isize,
-            cs: 1,
-        }
-    }
-
-    /// The transposed view.
-    fn t(self) -> Self {
-        Self {
-            ptr: self.ptr,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-}
-
-/// `dst = [dst +] lhs · rhs` with `lhs` `(m, k)`, `rhs` `(k, n)` and `dst` row-major with row
-/// stride `dst_rs`, through the `gemm` crate (AVX-512 kernels where the CPU has them,
-/// parallel on Rayon's pool).
-///
-/// # Safety
-/// `lhs`, `rhs` must address `m·k`, `k·n` valid elements through their strides, and
-/// `dst[..]` must hold the `(m, n)` block at row stride `dst_rs`; none may alias `dst`.
-pub(crate) unsafe fn gemm<T: WithDType>(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: Mat<T>,
-    rhs: Mat<T>,
-) {
-    debug_assert!(m == 0 || n == 0 || dst.len() >= (m - 1) * dst_rs + n);
-    // SAFETY: the caller guarantees the extents; `T` is `f32` or `f64`, which gemm supports.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        )
-    }
-}
-
 /// Sets `y[o, off..off + n] = bias[o]` for every row `o` of `y` `(C_out, L)`.
 fn fill_bias<T: WithDType>(y: &mut [T], l: usize, off: usize, n: usize, bias: &[T]) {
     y.par_chunks_mut(l)
@@ -359,8 +292,8 @@ fn conv_forward_into<T: WithDType>(
         return;
     }
     let same_3x3 = (g.kh, g.kw, g.stride, g.dilation, g.padding) == (3, 3, 1, 1, 1);
-    if same_3x3 && crate::winograd::applies(g.c, c_out, g.h, g.w) {
-        crate::winograd::conv3x3_into(x, w, bias, (g.c, g.h, g.w), c_out, y);
+    if same_3x3 && winograd::applies(g.c, c_out, g.h, g.w) {
+        winograd::conv3x3_into(x, w, bias, (g.c, g.h, g.w), c_out, y);
         return;
     }
     let pointwise = g.is_pointwise();
@@ -840,7 +773,7 @@ pub(crate) fn im2col_conv2d(
     }
 }
 
-/// `conv2d` with PyTorch semantics (see [`crate::conv`]) plus an optional bias `(C_out)`: the
+/// `conv2d` with PyTorch semantics (`nn.Conv2d`: padding, stride, dilation, groups) plus an optional bias `(C_out)`: the
 /// im2col kernel where it applies (bias fused), Candle's otherwise.
 pub(crate) fn conv2d(
     x: &Tensor,
@@ -953,7 +886,7 @@ mod tests {
     #[test]
     fn winograd_path_matches_candle_conv() {
         let (c, h, w) = (256, 16, 15);
-        assert!(crate::winograd::applies(c, c, h, w));
+        assert!(winograd::applies(c, c, h, w));
         let x = candle_core::Var::from_tensor(&rand(&[1, c, h, w], 7)).unwrap();
         let wt = candle_core::Var::from_tensor(&(rand(&[c, c, 3, 3], 8) * 0.05).unwrap()).unwrap();
         let bias = candle_core::Var::from_tensor(&rand(&[c], 9)).unwrap();

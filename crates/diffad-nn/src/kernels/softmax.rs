@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, WithDType, D};
 use rayon::prelude::*;
 
-use crate::kernel_util::contiguous;
+use crate::kernels::util::contiguous;
 
 fn softmax_rows<T: WithDType>(x: &[T], row: usize) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
@@ -64,7 +64,7 @@ impl CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let row = l.dims().last().copied().unwrap_or(1).max(1);
         let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(crate::elementwise_kernel::softmax_rows_f32(
+            CpuStorage::F32(v) => CpuStorage::F32(crate::kernels::elementwise::softmax_rows_f32(
                 contiguous(v, l)?,
                 row,
             )),
@@ -80,7 +80,7 @@ impl CustomOp1 for SoftmaxLastDim {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        crate::kernel_util::unary_backward(res, grad, self)
+        crate::kernels::util::unary_backward(res, grad, self)
     }
 }
 

@@ -22,7 +22,7 @@
 use candle_core::WithDType;
 use rayon::prelude::*;
 
-use crate::conv_kernel::{gemm, Mat};
+use crate::kernels::gemm::{gemm, Mat};
 
 /// Most transformed values (`16 · max(C, C_out) · tiles`) per band.
 #[cfg(not(test))]

@@ -1,4 +1,5 @@
-//! Helpers shared by the CPU custom ops (`*_kernel.rs`).
+//! Helpers shared by the CPU custom ops of [`crate::kernels`]: slices of contiguous
+//! storages, and the backward plumbing of elementwise ops and normalisations.
 
 use candle_core::{CustomOp2, CustomOp3, Layout, Tensor};
 
@@ -58,11 +59,11 @@ macro_rules! with_slices {
     ($name:expr, [$(($s:expr, $l:expr)),+ $(,)?], |$($v:ident),+| $body:expr) => {
         match ($($s,)+) {
             ($(candle_core::CpuStorage::F32($v),)+) => {
-                $(let $v = $crate::kernel_util::contiguous($v, $l)?;)+
+                $(let $v = $crate::kernels::util::contiguous($v, $l)?;)+
                 candle_core::CpuStorage::F32($body)
             }
             ($(candle_core::CpuStorage::F64($v),)+) => {
-                $(let $v = $crate::kernel_util::contiguous($v, $l)?;)+
+                $(let $v = $crate::kernels::util::contiguous($v, $l)?;)+
                 candle_core::CpuStorage::F64($body)
             }
             _ => candle_core::bail!("{}: f32 or f64 tensors of one dtype only", $name),

@@ -1,4 +1,5 @@
-//! A fused CPU kernel for [`crate::BatchNorm2d`].
+//! A fused CPU kernel for the `BatchNorm2d` layer (training and evaluation, optionally with
+//! a fused ReLU).
 //!
 //! With per-channel statistics `mean_c`, `rstd_c = 1 / sqrt(var_c + eps)` (of the batch in
 //! training, the running ones in evaluation), the forward is one pass
@@ -18,7 +19,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernel_util::{contiguous, with_slices};
+use crate::kernels::util::{contiguous, with_slices};
 
 /// `(batch, channels, spatial)` of an `(B, C, ...)` layout.
 fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
@@ -266,7 +267,7 @@ impl CustomOp3 for BatchNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        crate::kernel_util::norm_grads(x, gamma, grad, &BatchNormGrads(self))
+        crate::kernels::util::norm_grads(x, gamma, grad, &BatchNormGrads(self))
     }
 }
 

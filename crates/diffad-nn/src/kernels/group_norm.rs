@@ -1,4 +1,4 @@
-//! A fused CPU kernel for [`crate::GroupNorm`], affine transform included.
+//! A fused CPU kernel for the `GroupNorm` layer, affine transform included.
 //!
 //! Forward, in one parallel pass over each group of each sample (statistics accumulated in
 //! `f64`): `y = x̂ · γ_c + β_c` with `x̂ = (x - mean_g) / sqrt(var_g + eps)`, computed as
@@ -16,7 +16,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernel_util::with_slices;
+use crate::kernels::util::with_slices;
 
 /// Mean and `1/sqrt(var + eps)` of one group.
 fn stats<T: WithDType>(x: &[T], eps: f64) -> (f64, f64) {
@@ -197,7 +197,7 @@ impl CustomOp3 for GroupNormAffine {
             groups: self.groups,
             eps: self.eps,
         };
-        crate::kernel_util::norm_grads(x, gamma, grad, &op)
+        crate::kernels::util::norm_grads(x, gamma, grad, &op)
     }
 }
 

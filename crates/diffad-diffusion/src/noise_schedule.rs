@@ -27,7 +27,7 @@ pub enum BetaSchedule {
     },
     /// `beta_t = linspace(sqrt(beta_start), sqrt(beta_end), T)^2`: CompVis latent
     /// diffusion's `"linear"` schedule, diffusers' `"scaled_linear"`. DiffAD uses
-    /// `0.0015..0.02` (REFERENCE.md section 3).
+    /// `0.0015..0.02` (`docs/reference.md` §3).
     ScaledLinear {
         /// `beta_1`.
         beta_start: f64,
@@ -140,7 +140,7 @@ impl NoiseSchedule {
         Self::from_betas(kind.betas(num_train_timesteps)?)
     }
 
-    /// The DiffAD schedule: T = 1000, scaled-linear 0.0015..0.02 (REFERENCE.md section 3).
+    /// The DiffAD schedule: T = 1000, scaled-linear 0.0015..0.02 (`docs/reference.md` §3).
     pub fn diffad() -> Self {
         let betas = torch_linspace(0.0015f64.sqrt(), 0.02f64.sqrt(), 1000)
             .into_iter()

@@ -1,321 +1,15 @@
-//! Plain image buffers and conversions between `image::RgbImage`, f32 HWC/CHW
-//! buffers and Candle tensors, plus the geometric helpers the augmenters share
-//! (bilinear rotation about the image centre, resizing).
-
-use candle_core::{DType, Device, Tensor};
-use image::RgbImage;
+//! Geometry shared by the mask generator, the synthesizer and the
+//! augmenters: bilinear rotation about the image centre (imgaug's
+//! `Affine(rotate=...)`), a rotation fused with a threshold (the Perlin mask
+//! step of DRAEM, `docs/reference.md` §1), and bilinear resizing with
+//! OpenCV's `INTER_LINEAR` sampling positions (DRAEM's `cv2.resize`).
+//!
+//! The kernels work on plain HWC slices with `C` channels, so they serve
+//! `f32` images ([`RgbImage`], [`Plane`]) and 8-bit `image` buffers alike.
 
 use crate::error::{check_size, Error, Result};
-
-/// An RGB image with `f32` values in `[0, 1]`, stored row-major HWC
-/// (`data[(y * width + x) * 3 + c]`), the layout DRAEM's NumPy code uses
-/// before its final `transpose(2, 0, 1)`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ImageF32 {
-    height: usize,
-    width: usize,
-    data: Vec<f32>,
-}
-
-impl ImageF32 {
-    /// Wraps an HWC buffer of `height * width * 3` values.
-    ///
-    /// Errors on a zero size or a buffer of the wrong length. Values are not
-    /// clamped; use [`ImageF32::clamped`] when the source may leave `[0, 1]`.
-    pub fn from_hwc(height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
-        check_size(height, width)?;
-        let expected = height * width * 3;
-        if data.len() != expected {
-            return Err(Error::BufferLength {
-                shape: vec![height, width, 3],
-                expected,
-                found: data.len(),
-            });
-        }
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// Builds an image from a CHW buffer (`data[c * H * W + y * W + x]`),
-    /// the layout of a `(3, H, W)` tensor.
-    pub fn from_chw(height: usize, width: usize, chw: &[f32]) -> Result<Self> {
-        check_size(height, width)?;
-        let plane = height * width;
-        if chw.len() != plane * 3 {
-            return Err(Error::BufferLength {
-                shape: vec![3, height, width],
-                expected: plane * 3,
-                found: chw.len(),
-            });
-        }
-        let mut data = vec![0.0; plane * 3];
-        for (p, px) in data.chunks_exact_mut(3).enumerate() {
-            for (c, v) in px.iter_mut().enumerate() {
-                *v = chw[c * plane + p];
-            }
-        }
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// A constant-colour image.
-    pub fn filled(height: usize, width: usize, rgb: [f32; 3]) -> Result<Self> {
-        check_size(height, width)?;
-        let data = rgb
-            .iter()
-            .copied()
-            .cycle()
-            .take(height * width * 3)
-            .collect();
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// Converts an 8-bit image: `v / 255`.
-    pub fn from_rgb8(img: &RgbImage) -> Result<Self> {
-        let (w, h) = img.dimensions();
-        let data = img.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
-        Self::from_hwc(h as usize, w as usize, data)
-    }
-
-    /// Converts to 8 bits: `round(clamp(v, 0, 1) * 255)` (NaN maps to 0).
-    pub fn to_rgb8(&self) -> RgbImage {
-        let raw = self.data.iter().map(|&v| unit_to_u8(v)).collect();
-        // Length is height * width * 3 by construction, so this cannot fail.
-        RgbImage::from_raw(self.width as u32, self.height as u32, raw)
-            .unwrap_or_else(|| RgbImage::new(self.width as u32, self.height as u32))
-    }
-
-    /// Loads an image file (any format the `image` crate decodes) as RGB.
-    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        Self::from_rgb8(&crate::texture::load_rgb8(path.as_ref())?)
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    /// Width in pixels.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// The HWC values.
-    pub fn as_hwc(&self) -> &[f32] {
-        &self.data
-    }
-
-    /// The HWC values, mutable.
-    pub fn as_hwc_mut(&mut self) -> &mut [f32] {
-        &mut self.data
-    }
-
-    /// Consumes the image, returning its HWC buffer.
-    pub fn into_hwc(self) -> Vec<f32> {
-        self.data
-    }
-
-    /// The values in CHW order (the layout of a `(3, H, W)` tensor).
-    pub fn to_chw(&self) -> Vec<f32> {
-        let plane = self.height * self.width;
-        let mut out = vec![0.0; plane * 3];
-        self.write_chw(&mut out);
-        out
-    }
-
-    /// Writes the CHW values into `out` (length `3 * H * W`).
-    pub(crate) fn write_chw(&self, out: &mut [f32]) {
-        let plane = self.height * self.width;
-        for (p, px) in self.data.chunks_exact(3).enumerate() {
-            out[p] = px[0];
-            out[plane + p] = px[1];
-            out[2 * plane + p] = px[2];
-        }
-    }
-
-    /// A copy with every value clamped to `[0, 1]`.
-    pub fn clamped(&self) -> Self {
-        let data = self.data.iter().map(|v| v.clamp(0.0, 1.0)).collect();
-        Self { data, ..*self }
-    }
-
-    /// Errors with [`Error::NonFinite`] if any value is NaN or infinite.
-    pub fn check_finite(&self) -> Result<()> {
-        if self.data.iter().all(|v| v.is_finite()) {
-            Ok(())
-        } else {
-            Err(Error::NonFinite("image pixels"))
-        }
-    }
-
-    /// A `(3, H, W)` `f32` tensor on `device`.
-    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
-        Ok(Tensor::from_vec(
-            self.to_chw(),
-            (3, self.height, self.width),
-            device,
-        )?)
-    }
-
-    /// Reads a `(3, H, W)` tensor (any float dtype, any device).
-    pub fn from_tensor(t: &Tensor) -> Result<Self> {
-        let dims = t.dims();
-        if dims.len() != 3 || dims[0] != 3 {
-            return Err(Error::TensorShape(format!(
-                "expected (3, H, W), got {dims:?}"
-            )));
-        }
-        let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Self::from_chw(dims[1], dims[2], &data)
-    }
-
-    /// Bilinear resize in `f32` with OpenCV's `INTER_LINEAR` sampling
-    /// positions (half-pixel centres, no antialiasing), as DRAEM's
-    /// `cv2.resize`.
-    pub fn resize(&self, height: usize, width: usize) -> Result<Self> {
-        check_size(height, width)?;
-        if height == self.height && width == self.width {
-            return Ok(self.clone());
-        }
-        let data = resize_bilinear::<3>(&self.data, self.height, self.width, height, width);
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// Rotates about the image centre by `degrees` (positive = clockwise on
-    /// screen), bilinear, zero (black) outside, as imgaug's
-    /// `Affine(rotate=...)` with its defaults `order=1, cval=0, mode="constant"`.
-    pub fn rotated(&self, degrees: f32) -> Self {
-        let mut data = vec![0.0; self.data.len()];
-        rotate_bilinear::<3>(&self.data, self.height, self.width, degrees, &mut data);
-        Self { data, ..*self }
-    }
-}
-
-/// A single-channel `f32` image, row-major (`data[y * width + x]`): Perlin
-/// noise, anomaly masks `M` (values in `{0, 1}`) and foreground masks.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plane {
-    height: usize,
-    width: usize,
-    data: Vec<f32>,
-}
-
-/// An anomaly or foreground mask: a [`Plane`] whose values are 0 or 1.
-pub type Mask = Plane;
-
-impl Plane {
-    /// Wraps a row-major buffer of `height * width` values.
-    pub fn from_vec(height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
-        check_size(height, width)?;
-        if data.len() != height * width {
-            return Err(Error::BufferLength {
-                shape: vec![height, width],
-                expected: height * width,
-                found: data.len(),
-            });
-        }
-        Ok(Self {
-            height,
-            width,
-            data,
-        })
-    }
-
-    /// A constant plane.
-    pub fn filled(height: usize, width: usize, value: f32) -> Result<Self> {
-        check_size(height, width)?;
-        Ok(Self {
-            height,
-            width,
-            data: vec![value; height * width],
-        })
-    }
-
-    /// Reads an 8-bit grey image as a binary mask: `v > 127` gives 1 (MVTec
-    /// masks are 0/255).
-    pub fn mask_from_luma8(img: &image::GrayImage) -> Result<Self> {
-        let (w, h) = img.dimensions();
-        let data = img
-            .as_raw()
-            .iter()
-            .map(|&v| if v > 127 { 1.0 } else { 0.0 })
-            .collect();
-        Self::from_vec(h as usize, w as usize, data)
-    }
-
-    /// Converts to 8 bits: `round(clamp(v, 0, 1) * 255)`.
-    pub fn to_luma8(&self) -> image::GrayImage {
-        let raw = self.data.iter().map(|&v| unit_to_u8(v)).collect();
-        image::GrayImage::from_raw(self.width as u32, self.height as u32, raw)
-            .unwrap_or_else(|| image::GrayImage::new(self.width as u32, self.height as u32))
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
-    /// Width in pixels.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// The row-major values.
-    pub fn as_slice(&self) -> &[f32] {
-        &self.data
-    }
-
-    /// The row-major values, mutable.
-    pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.data
-    }
-
-    /// Consumes the plane, returning its buffer.
-    pub fn into_vec(self) -> Vec<f32> {
-        self.data
-    }
-
-    /// Sum of all values (the number of anomalous pixels for a mask).
-    pub fn sum(&self) -> f64 {
-        self.data.iter().map(|&v| f64::from(v)).sum()
-    }
-
-    /// Fraction of pixels whose value exceeds 0.5 (mask coverage).
-    pub fn coverage(&self) -> f64 {
-        let on = self.data.iter().filter(|&&v| v > 0.5).count();
-        on as f64 / self.data.len() as f64
-    }
-
-    /// Rotates about the centre like [`ImageF32::rotated`].
-    pub fn rotated(&self, degrees: f32) -> Self {
-        let mut data = vec![0.0; self.data.len()];
-        rotate_bilinear::<1>(&self.data, self.height, self.width, degrees, &mut data);
-        Self { data, ..*self }
-    }
-
-    /// A `(1, H, W)` `f32` tensor on `device`.
-    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
-        Ok(Tensor::from_vec(
-            self.data.clone(),
-            (1, self.height, self.width),
-            device,
-        )?)
-    }
-}
+use crate::image::{Plane, RgbImage};
+use crate::scratch::with_scratch;
 
 thread_local! {
     static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -324,32 +18,37 @@ thread_local! {
     static SAT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on a zeroed per-thread scratch buffer of `len` values. Reusing
-/// the buffer avoids a fresh large allocation (and its page faults) per
-/// mask; a nested use falls back to a new vector.
-pub(crate) fn with_scratch<T: Copy + Default + 'static, R>(
-    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
-    len: usize,
-    f: impl FnOnce(&mut [T]) -> R,
-) -> R {
-    key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            buf.resize(len, T::default());
-            f(&mut buf[..])
+impl RgbImage {
+    /// Bilinear resize in `f32` with OpenCV's `INTER_LINEAR` sampling
+    /// positions (half-pixel centres, no antialiasing), as DRAEM's
+    /// `cv2.resize`.
+    pub fn resize(&self, height: usize, width: usize) -> Result<Self> {
+        check_size(height, width)?;
+        if height == self.height() && width == self.width() {
+            return Ok(self.clone());
         }
-        Err(_) => f(&mut vec![T::default(); len]),
-    })
+        let data = resize_bilinear::<3>(self.as_hwc(), self.height(), self.width(), height, width);
+        Self::from_hwc(height, width, data)
+    }
+
+    /// Rotates about the image centre by `degrees` (positive = clockwise on
+    /// screen), bilinear, zero (black) outside, as imgaug's
+    /// `Affine(rotate=...)` with its defaults `order=1, cval=0, mode="constant"`.
+    pub fn rotated(&self, degrees: f32) -> Self {
+        let (h, w) = (self.height(), self.width());
+        let mut out = Self::zeros_unchecked(h, w);
+        rotate_bilinear::<3>(self.as_hwc(), h, w, degrees, out.as_hwc_mut());
+        out
+    }
 }
 
-/// `round(clamp(v, 0, 1) * 255)` with NaN mapped to 0.
-#[inline]
-pub(crate) fn unit_to_u8(v: f32) -> u8 {
-    if v.is_nan() {
-        0
-    } else {
-        // Round half up (equal to `round` for non-negative values), inlined.
-        (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8
+impl Plane {
+    /// Rotates about the centre like [`RgbImage::rotated`].
+    pub fn rotated(&self, degrees: f32) -> Self {
+        let (h, w) = (self.height(), self.width());
+        let mut out = Self::zeros_unchecked(h, w);
+        rotate_bilinear::<1>(self.as_slice(), h, w, degrees, out.as_mut_slice());
+        out
     }
 }
 
@@ -683,7 +382,11 @@ pub(crate) fn resize_bilinear<const C: usize>(
 /// Resizes an 8-bit image to `height x width` with OpenCV-style bilinear
 /// sampling (DRAEM: `cv2.resize(img, (W, H))`, `INTER_LINEAR`). Returns the
 /// input unchanged when it already has that size.
-pub fn resize_rgb8(img: &RgbImage, height: usize, width: usize) -> Result<RgbImage> {
+pub fn resize_rgb8(
+    img: &::image::RgbImage,
+    height: usize,
+    width: usize,
+) -> Result<::image::RgbImage> {
     check_size(height, width)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     check_size(h, w)?;
@@ -696,7 +399,7 @@ pub fn resize_rgb8(img: &RgbImage, height: usize, width: usize) -> Result<RgbIma
         .iter()
         .map(|&v| (v.clamp(0.0, 255.0) + 0.5) as u8)
         .collect();
-    RgbImage::from_raw(width as u32, height as u32, raw).ok_or(Error::BufferLength {
+    ::image::RgbImage::from_raw(width as u32, height as u32, raw).ok_or(Error::BufferLength {
         shape: vec![height, width, 3],
         expected: height * width * 3,
         found: 0,

@@ -1,0 +1,116 @@
+//! The built-in configurations: the paper's (`diffad.toml`) and the `tiny`
+//! CPU preset.
+
+use super::sections::{
+    DataConfig, InferenceConfig, LdmConfig, SegmenterConfig, SynthesisConfig, VaeConfig,
+};
+use super::variants::{Reconstruction, SegmenterInput};
+use super::Config;
+
+impl Config {
+    /// The paper's configuration (256x256 images, released `kl.yaml` and
+    /// `mvtec.yaml`, DRAEM's segmenter); identical to `diffad.toml`.
+    pub fn paper() -> Self {
+        Self {
+            seed: 0,
+            data: DataConfig { image_size: 256 },
+            synthesis: SynthesisConfig {
+                texture_dir: None,
+                anomaly_probability: 0.5,
+                beta_max: 0.8,
+                perlin_max_exponent: 5,
+                threshold: 0.5,
+                normal_rotation_probability: 0.3,
+            },
+            vae: VaeConfig {
+                pretrained: None,
+                base_channels: 128,
+                channel_mult: vec![1, 2, 4, 4],
+                layers_per_block: 2,
+                latent_channels: 4,
+                norm_groups: 32,
+                kl_weight: 1e-6,
+                learning_rate: 7.2e-5,
+                batch_size: 8,
+                epochs: 200,
+            },
+            ldm: LdmConfig {
+                reconstruction: Reconstruction::NoisyCondition,
+                timesteps: 1000,
+                beta_start: 0.0015,
+                beta_end: 0.02,
+                model_channels: 256,
+                channel_mult: vec![1, 2, 4],
+                layers_per_block: 2,
+                attention_levels: vec![true, true, true],
+                head_channels: 32,
+                norm_groups: 32,
+                learning_rate: 6.4e-5,
+                batch_size: 32,
+                epochs: 4000,
+                ema_decay: 0.9999,
+            },
+            segmenter: SegmenterConfig {
+                input: SegmenterInput::Interpolated,
+                lambda: 0.5,
+                base_channels: 64,
+                learning_rate: 1e-3,
+                batch_size: 32,
+                epochs: 700,
+                lr_milestones: vec![0.8, 0.9],
+                lr_gamma: 0.2,
+                focal_gamma: 2.0,
+                reconstruction_ddim_steps: 50,
+            },
+            inference: InferenceConfig {
+                ddim_steps: 10,
+                condition_noise_step: None,
+                sdedit_strength: 0.5,
+                score_kernel: 21,
+                batch_size: 8,
+            },
+        }
+    }
+
+    /// A CPU preset: 64x64 images, narrow networks, short training. Same
+    /// method and variants as the paper, only smaller; `diffad demo` uses it.
+    pub fn tiny() -> Self {
+        let mut c = Self::paper();
+        c.data.image_size = 64;
+        c.vae.base_channels = 16;
+        c.vae.channel_mult = vec![1, 2, 2];
+        c.vae.layers_per_block = 1;
+        c.vae.norm_groups = 8;
+        c.vae.learning_rate = 2e-3;
+        c.vae.batch_size = 8;
+        c.vae.epochs = 10;
+        c.ldm.model_channels = 32;
+        c.ldm.channel_mult = vec![1, 2];
+        c.ldm.layers_per_block = 1;
+        c.ldm.attention_levels = vec![false, true];
+        c.ldm.head_channels = 32;
+        c.ldm.norm_groups = 8;
+        c.ldm.learning_rate = 1e-3;
+        c.ldm.batch_size = 8;
+        c.ldm.epochs = 25;
+        c.ldm.ema_decay = 0.0;
+        c.segmenter.base_channels = 8;
+        c.segmenter.learning_rate = 1e-3;
+        c.segmenter.batch_size = 8;
+        c.segmenter.epochs = 20;
+        c.segmenter.reconstruction_ddim_steps = 5;
+        c.inference.ddim_steps = 5;
+        c.inference.score_kernel = 7;
+        c.inference.batch_size = 8;
+        c
+    }
+
+    /// A preset by name: `paper` or `tiny`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "paper" => Some(Self::paper()),
+            "tiny" => Some(Self::tiny()),
+            _ => None,
+        }
+    }
+}

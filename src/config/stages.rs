@@ -1,0 +1,240 @@
+//! The builders of the stage crates' configurations from the TOML sections:
+//! the one place that maps `diffad.toml` onto `diffad-vae`,
+//! `diffad-diffusion`, `diffad-seg` and `diffad-synth` types.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use diffad_diffusion::{BetaSchedule, ConditionMode, Ddim, DdimConfig, LdmTrainConfig, UNetConfig};
+use diffad_seg::{DiscriminativeUNetConfig, SegInput, SegTrainConfig};
+use diffad_synth::{
+    AnomalySynthesizer, FolderOptions, FolderTextures, ProceduralTextures, SynthConfig,
+    TextureSource,
+};
+use diffad_vae::{AutoencoderKlConfig, VaeTrainConfig};
+
+use super::sections::Check;
+use super::variants::{Reconstruction, SegmenterInput};
+use super::Config;
+use crate::error::{Error, Result};
+use crate::seeds;
+
+impl Config {
+    /// The diffusers `AutoencoderKL` architecture of `[vae]`.
+    pub fn vae_architecture(&self) -> AutoencoderKlConfig {
+        let v = &self.vae;
+        AutoencoderKlConfig {
+            block_out_channels: v.channel_mult.iter().map(|m| m * v.base_channels).collect(),
+            layers_per_block: v.layers_per_block,
+            latent_channels: v.latent_channels,
+            norm_num_groups: v.norm_groups,
+            ..AutoencoderKlConfig::diffad()
+        }
+    }
+
+    /// The conditioning of `[ldm] reconstruction` as the diffusion crate's mode.
+    pub fn condition_mode(&self) -> ConditionMode {
+        match self.ldm.reconstruction {
+            Reconstruction::NoisyCondition => ConditionMode::NoisyCondition,
+            Reconstruction::CleanCondition => ConditionMode::CleanCondition,
+            Reconstruction::ForwardReverse => {
+                let t = (self.inference.sdedit_strength * self.ldm.timesteps as f64) as usize;
+                ConditionMode::ForwardReverse {
+                    t_start: t.min(self.ldm.timesteps - 1),
+                }
+            }
+        }
+    }
+
+    /// The denoiser architecture of `[ldm]` (latent + condition channels in).
+    pub fn unet_architecture(&self) -> UNetConfig {
+        let l = &self.ldm;
+        let latent = self.vae.latent_channels;
+        let config = UNetConfig {
+            in_channels: 2 * latent,
+            out_channels: latent,
+            block_out_channels: l
+                .channel_mult
+                .iter()
+                .map(|m| m * l.model_channels)
+                .collect(),
+            attention: l.attention_levels.clone(),
+            layers_per_block: l.layers_per_block,
+            attention_head_dim: l.head_channels,
+            norm_num_groups: l.norm_groups,
+            ..UNetConfig::diffad()
+        };
+        if self.condition_mode().is_conditional() {
+            config
+        } else {
+            config.unconditional()
+        }
+    }
+
+    /// The segmenter's input variant.
+    pub fn seg_input(&self) -> SegInput {
+        match self.segmenter.input {
+            SegmenterInput::Interpolated => SegInput::Interpolated {
+                lambda: self.segmenter.lambda,
+            },
+            SegmenterInput::VaeReconstruction => SegInput::VaeReconstruction,
+            SegmenterInput::ReconstructionOnly => SegInput::ReconstructionOnly,
+        }
+    }
+
+    /// The segmenter architecture.
+    pub fn segmenter_architecture(&self) -> DiscriminativeUNetConfig {
+        DiscriminativeUNetConfig::new(
+            self.seg_input().in_channels(3),
+            self.segmenter.base_channels,
+        )
+    }
+
+    /// The DDIM sampler (CompVis spacing, eta 0) with `steps` steps.
+    pub fn ddim(&self, steps: usize) -> Result<Ddim> {
+        Ddim::new(DdimConfig {
+            num_train_timesteps: self.ldm.timesteps,
+            beta_schedule: self.beta_schedule(),
+            num_inference_steps: steps,
+            ..DdimConfig::diffad()
+        })
+        .map_err(|e| Error::Config {
+            path: PathBuf::from("<config>"),
+            message: e.to_string(),
+        })
+    }
+
+    /// The sqrt-linear (`scaled_linear`) beta schedule of `[ldm]`.
+    pub(crate) fn beta_schedule(&self) -> BetaSchedule {
+        BetaSchedule::ScaledLinear {
+            beta_start: self.ldm.beta_start,
+            beta_end: self.ldm.beta_end,
+        }
+    }
+
+    /// DRAEM synthesis settings of `[synthesis]`.
+    pub fn synth_config(&self) -> SynthConfig {
+        let s = &self.synthesis;
+        let mut config = SynthConfig {
+            anomaly_probability: s.anomaly_probability as f32,
+            beta_max: s.beta_max as f32,
+            rotate_normal_probability: s.normal_rotation_probability as f32,
+            ..SynthConfig::default()
+        };
+        config.mask.max_scale_exponent = s.perlin_max_exponent;
+        config.mask.threshold = s.threshold as f32;
+        config
+    }
+
+    /// The texture source `T` of `[synthesis]`: a folder (DTD) or the procedural textures.
+    pub(crate) fn texture_source(&self) -> Result<Arc<dyn TextureSource>> {
+        Ok(match &self.synthesis.texture_dir {
+            Some(dir) => {
+                let size = self.data.image_size;
+                Arc::new(FolderTextures::open(
+                    dir,
+                    FolderOptions {
+                        preload: Some((size, size)),
+                        ..FolderOptions::default()
+                    },
+                )?)
+            }
+            None => Arc::new(ProceduralTextures::default()),
+        })
+    }
+
+    /// The DRAEM synthesizer of `[synthesis]` on the stream [`seeds::SYNTH`].
+    pub(crate) fn synthesizer(&self) -> Result<AnomalySynthesizer> {
+        Ok(AnomalySynthesizer::new(
+            self.synth_config(),
+            self.texture_source()?,
+            seeds::mix(self.seed, seeds::SYNTH),
+        )?)
+    }
+
+    /// The VAE trainer's settings for `total_steps` steps, checkpointing four
+    /// times into `checkpoint_dir`, on the stream [`seeds::VAE`].
+    pub fn vae_train_config(&self, total_steps: u64, checkpoint_dir: PathBuf) -> VaeTrainConfig {
+        let v = &self.vae;
+        let defaults = VaeTrainConfig::default();
+        // The PatchGAN starts at step 50001 (kl.yaml): only build it when reached.
+        let discriminator = defaults
+            .discriminator
+            .clone()
+            .filter(|d| d.start_step < total_steps);
+        VaeTrainConfig {
+            steps: total_steps,
+            batch_size: v.batch_size,
+            optimizer: diffad_vae::AdamWConfig {
+                lr: v.learning_rate,
+                ..defaults.optimizer
+            },
+            kl_weight: v.kl_weight,
+            discriminator,
+            checkpoint_every: (total_steps / 4).max(1),
+            checkpoint_dir: Some(checkpoint_dir),
+            seed: seeds::mix(self.seed, seeds::VAE),
+            ..defaults
+        }
+    }
+
+    /// The LDM trainer's settings ([`Config::condition_mode`], the beta
+    /// schedule, AdamW, EMA) on the stream [`seeds::LDM`].
+    pub fn ldm_train_config(&self) -> LdmTrainConfig {
+        let l = &self.ldm;
+        LdmTrainConfig {
+            mode: self.condition_mode(),
+            beta_schedule: self.beta_schedule(),
+            num_train_timesteps: l.timesteps,
+            optimizer: diffad_diffusion::AdamWConfig {
+                lr: l.learning_rate,
+                ..diffad_diffusion::AdamWConfig::default()
+            },
+            ema_decay: (l.ema_decay > 0.0).then_some(l.ema_decay),
+            seed: seeds::mix(self.seed, seeds::LDM),
+            ..LdmTrainConfig::default()
+        }
+    }
+
+    /// The segmenter trainer's settings (focal loss, Adam, MultiStepLR),
+    /// checkpointing ten times into `checkpoint`, on the stream [`seeds::SEG`].
+    pub fn seg_train_config(&self, checkpoint: &Path) -> SegTrainConfig {
+        let g = &self.segmenter;
+        SegTrainConfig {
+            epochs: g.epochs,
+            batch_size: g.batch_size,
+            lr: g.learning_rate,
+            lr_milestones: g.lr_milestones.clone(),
+            lr_gamma: g.lr_gamma,
+            focal: diffad_seg::FocalLossConfig {
+                gamma: g.focal_gamma,
+                ..diffad_seg::FocalLossConfig::default()
+            },
+            input: self.seg_input(),
+            seed: seeds::mix(self.seed, seeds::SEG),
+            shuffle: true,
+            checkpoint: Some(checkpoint.to_path_buf()),
+            checkpoint_every: (g.epochs / 10).max(1),
+        }
+    }
+
+    /// The stage crates' own checks of the configurations built from this
+    /// one (architectures, synthesis, segmenter input).
+    pub(crate) fn validate_stages(&self, check: &Check) -> Result<()> {
+        let stage =
+            |name: &str, e: &dyn std::fmt::Display| check.fail::<()>(format!("{name}: {e}"));
+        if let Err(e) = self.vae_architecture().validate() {
+            return stage("vae", &e);
+        }
+        if let Err(e) = self.unet_architecture().validate() {
+            return stage("ldm", &e);
+        }
+        if let Err(e) = self.synth_config().validate() {
+            return stage("synthesis", &e);
+        }
+        if let Err(e) = self.seg_input().validate() {
+            return stage("segmenter", &e);
+        }
+        Ok(())
+    }
+}

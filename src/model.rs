@@ -1,0 +1,136 @@
+//! A trained DiffAD model for inference (paper Sec. 3, Fig. 2): the
+//! reconstructor (`c = E(x)`, `z_r` by DDIM with `inference.ddim_steps`,
+//! `x_r = D(z_r)`, `x_inter`), then the segmenter, whose softmax channel 1 is
+//! the anomaly map and `max(avg_pool(map, k))` the image score
+//! (`docs/reference.md` §5).
+
+use std::fmt;
+
+use candle_core::{Device, Tensor};
+use diffad_seg::{anomaly_map, DiscriminativeUNet};
+
+use crate::config::Config;
+use crate::data::{images_to_tensor, RgbImage};
+use crate::error::{Error, Result};
+use crate::reconstructor::{reconstruct_options, Reconstructor};
+use crate::report::AnomalyMap;
+use crate::run_dir::RunDir;
+use crate::seeds;
+use crate::stage::Stage;
+
+/// One prediction: the anomaly map and the image score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Per-pixel probability of "anomalous", `image_size x image_size`.
+    pub map: AnomalyMap,
+    /// `max(avg_pool(map, inference.score_kernel))`.
+    pub score: f32,
+}
+
+/// A trained DiffAD model, ready for inference.
+pub struct DiffAd {
+    config: Config,
+    device: Device,
+    reconstructor: Reconstructor,
+    segmenter: DiscriminativeUNet,
+}
+
+impl fmt::Debug for DiffAd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiffAd")
+            .field("image_size", &self.config.data.image_size)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiffAd {
+    /// Loads the final weights of every stage of a run.
+    pub fn load(run: &RunDir, device: &Device) -> Result<Self> {
+        let config = run.config();
+        let reconstructor = Reconstructor::load(run, device, config.inference.ddim_steps)?;
+        let seg_path = run.require(Stage::Segmenter)?;
+        let segmenter =
+            DiscriminativeUNet::load(config.segmenter_architecture(), &seg_path, device)?;
+        Ok(Self {
+            config: config.clone(),
+            device: device.clone(),
+            reconstructor,
+            segmenter,
+        })
+    }
+
+    /// The configuration of the run it was trained in.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Anomaly map and image score of one image (`image_size` square, RGB in
+    /// `[0, 1]`; load it with [`crate::data::load_image`]).
+    pub fn predict(&self, image: &RgbImage) -> Result<(AnomalyMap, f32)> {
+        let mut out = self.predict_batch(std::slice::from_ref(image))?;
+        let p = out
+            .pop()
+            .ok_or_else(|| Error::Shape("empty prediction".into()))?;
+        Ok((p.map, p.score))
+    }
+
+    /// Predictions for several images, `inference.batch_size` at a time. The
+    /// reverse process draws its noise per image from the seed, so a result
+    /// does not depend on the batch it was computed in.
+    pub fn predict_batch(&self, images: &[RgbImage]) -> Result<Vec<Prediction>> {
+        let size = self.config.data.image_size;
+        if let Some(bad) = images
+            .iter()
+            .find(|i| (i.height(), i.width()) != (size, size))
+        {
+            return Err(Error::Shape(format!(
+                "the model takes {size}x{size} images, got {}x{}",
+                bad.height(),
+                bad.width()
+            )));
+        }
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.config.inference.batch_size) {
+            let x = images_to_tensor(chunk, &self.device)?;
+            let maps = self.anomaly_maps(&x)?;
+            let values = maps.flatten_all()?.to_vec1::<f32>()?;
+            for v in values.chunks_exact(size * size) {
+                let map = AnomalyMap::finite(size, size, v.to_vec())?;
+                let score = diffad_metrics::image_score_view(
+                    map.view(),
+                    self.config.inference.score_kernel,
+                )?;
+                out.push(Prediction { map, score });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Anomaly maps `(B, 1, H, W)` of a batch `(B, 3, H, W)` in `[0, 1]`.
+    ///
+    /// The reverse process of every image starts from the same seeded noise
+    /// (stream 0 of [`seeds::RECONSTRUCTION`]), so an image's map does not
+    /// depend on the batch it is in; the VAE and the segmenter run on the
+    /// whole batch.
+    pub fn anomaly_maps(&self, x: &Tensor) -> Result<Tensor> {
+        let opts = reconstruct_options(
+            &self.config,
+            self.config.inference.ddim_steps,
+            seeds::mix(self.config.seed, seeds::RECONSTRUCTION),
+            0,
+        );
+        let rec = self.reconstructor.reconstruct_each(x, &opts)?;
+        let input = self
+            .reconstructor
+            .input()
+            .assemble(&rec.x_r, rec.middle.as_ref(), x)?;
+        let logits = self.segmenter.forward_t(&input, false)?;
+        Ok(anomaly_map(&logits)?)
+    }
+}
