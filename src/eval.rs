@@ -9,7 +9,7 @@
 //! <out>/metrics.json
 //! <out>/scores.csv
 //! <out>/anomaly_maps/<class>/test/<defect>/<stem>.tiff   (at the test image's own resolution)
-//! <out>/overlays/<class>/test/<defect>/<stem>.png        (input | 50% input + jet(map))
+//! <out>/overlays/<class>/test/<defect>/<stem>.png        (panel: x_a | x_r | x_inter | map over x_a | ground truth)
 //! ```
 //!
 //! Metrics are computed at the model resolution (`data.image_size`) with the
@@ -26,16 +26,21 @@ use crate::data::{Mask, MvtecClass, RgbImage, TestSample};
 use crate::error::{Error, Result};
 use crate::model::DiffAd;
 use crate::report::{
-    mvtec_map_path, write_overlay, write_scores_csv, write_tiff, AnomalyMap, Metrics, ScoreRow,
+    mvtec_map_path, write_panel, write_scores_csv, write_tiff, AnomalyMap, Decisions, Metrics,
+    ScoreRow, ThresholdedMetrics,
 };
+use crate::thresholds::Thresholds;
 
 /// What [`evaluate`] writes besides `metrics.json` and `scores.csv`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EvalOptions {
     /// Write the float32 TIFF maps.
     pub anomaly_maps: bool,
     /// Write the PNG overlays.
     pub overlays: bool,
+    /// The run's stored thresholds ([`Thresholds::load`]): with them the
+    /// metrics add their precision, recall and F1 on the test set.
+    pub thresholds: Option<Thresholds>,
 }
 
 impl Default for EvalOptions {
@@ -43,6 +48,7 @@ impl Default for EvalOptions {
         Self {
             anomaly_maps: true,
             overlays: true,
+            thresholds: None,
         }
     }
 }
@@ -109,6 +115,9 @@ pub fn evaluate(
     progress.start(Some(class.test.len() as u64), 0);
     let mut rows = Vec::with_capacity(class.test.len());
     let mut model_seconds = 0.0;
+    let mut good_psnr = Vec::new();
+    // True positives, false positives and false negatives of the pixel threshold.
+    let mut pixel_counts = [0u64; 3];
     for chunk in class.test.chunks(batch) {
         let loaded: Vec<(RgbImage, Mask, (u32, u32))> = chunk
             .par_iter()
@@ -116,10 +125,30 @@ pub fn evaluate(
             .collect::<Result<_>>()?;
         let images: Vec<RgbImage> = loaded.iter().map(|l| l.0.clone()).collect();
         let start = std::time::Instant::now();
-        let predictions = model.predict_batch(&images)?;
+        let analyses = model.analyse_batch(&images)?;
         model_seconds += start.elapsed().as_secs_f64();
-        for ((sample, (image, mask, (w, h))), p) in chunk.iter().zip(&loaded).zip(&predictions) {
-            let score = evaluator.add_view(&sample.defect, p.map.view(), mask.to_bool().view())?;
+        for ((sample, (image, mask, (w, h))), a) in chunk.iter().zip(&loaded).zip(&analyses) {
+            let p = &a.prediction;
+            if !sample.is_anomalous() {
+                let all = vec![true; image.as_hwc().len()];
+                good_psnr.push(diffad_metrics::psnr(
+                    image.as_hwc(),
+                    a.reconstruction.as_hwc(),
+                    &all,
+                )?);
+            }
+            let truth = mask.to_bool();
+            let score = evaluator.add_view(&sample.defect, p.map.view(), truth.view())?;
+            if let Some(t) = &options.thresholds {
+                for (&v, &anomalous) in p.map.as_slice().iter().zip(truth.iter()) {
+                    match (v >= t.pixel, anomalous) {
+                        (true, true) => pixel_counts[0] += 1,
+                        (true, false) => pixel_counts[1] += 1,
+                        (false, true) => pixel_counts[2] += 1,
+                        (false, false) => {}
+                    }
+                }
+            }
             let stem = sample.stem();
             if options.anomaly_maps {
                 let full = resize_map(&p.map, *h as usize, *w as usize)?;
@@ -134,7 +163,14 @@ pub fn evaluate(
                     .join("test")
                     .join(&sample.defect)
                     .join(format!("{stem}.png"));
-                write_overlay(&path, image, &p.map)?;
+                write_panel(
+                    &path,
+                    image,
+                    &a.reconstruction,
+                    a.middle.as_ref(),
+                    &p.map,
+                    mask,
+                )?;
             }
             rows.push(ScoreRow {
                 path: sample.image.clone(),
@@ -146,7 +182,31 @@ pub fn evaluate(
         }
     }
     progress.finish();
-    let metrics = Metrics::new(&class.name, evaluator.finish()?);
+    let mut metrics = Metrics::new(&class.name, evaluator.finish()?);
+    // An exact reconstruction has an infinite PSNR; the mean stays finite
+    // (JSON has no infinity) by capping each image at 100 dB.
+    metrics.reconstruction_psnr = (!good_psnr.is_empty())
+        .then(|| good_psnr.iter().map(|p| p.min(100.0)).sum::<f64>() / good_psnr.len() as f64);
+    if let Some(t) = &options.thresholds {
+        let mut counts = [0u64; 3];
+        for row in &rows {
+            match (row.score >= t.image, row.label == 1) {
+                (true, true) => counts[0] += 1,
+                (true, false) => counts[1] += 1,
+                (false, true) => counts[2] += 1,
+                (false, false) => {}
+            }
+        }
+        metrics.at_thresholds = Some(ThresholdedMetrics {
+            image: Decisions::from_counts(t.image, counts[0], counts[1], counts[2]),
+            pixel: Decisions::from_counts(
+                t.pixel,
+                pixel_counts[0],
+                pixel_counts[1],
+                pixel_counts[2],
+            ),
+        });
+    }
     let scores_csv = out.join("scores.csv");
     write_scores_csv(&scores_csv, &rows)?;
     let metrics_json = out.join("metrics.json");

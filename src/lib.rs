@@ -16,9 +16,15 @@
 //! * [`model`]: inference ([`DiffAd::predict`]) on top of the frozen VAE and
 //!   LDM (the crate-private reconstructor) and the segmenter;
 //! * [`seeds`]: the one seeding scheme (named salts);
+//! * [`predict`]: prediction on folders (mirrored outputs, `predictions.csv`)
+//!   with the run's [`thresholds`], which turn scores into decisions;
 //! * [`eval`] and [`report`]: `metrics.json`, `scores.csv`, float32 TIFF
 //!   anomaly maps in the MVTec evaluation layout, PNG overlays;
-//! * [`demo_data`]: a procedural MVTec-layout dataset for the demo.
+//! * [`demo_data`]: a procedural MVTec-layout dataset for the demo;
+//! * [`photo_data`]: the real-photograph benchmark (six surfaces, five
+//!   defect kinds DRAEM's synthesis never makes) and [`baseline`], the
+//!   raw-pixel patch nearest-neighbour detector it is measured against;
+//! * [`export`]: a run's VAE, denoiser and sampler as diffusers folders.
 //!
 //! Long tasks report progress through [`diffad_nn::progress::Progress`]
 //! (see [`train::ProgressFactory`]); the library prints nothing, and
@@ -34,19 +40,24 @@
 //! End to end (see `examples/quickstart.rs`): write a demo dataset, train
 //! every stage of the tiny configuration, evaluate.
 
+pub mod baseline;
 pub mod config;
 pub mod data;
 pub mod demo_data;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod io;
 pub mod model;
+pub mod photo_data;
+pub mod predict;
 pub mod progress;
 mod reconstructor;
 pub mod report;
 pub mod run_dir;
 pub mod seeds;
 pub mod stage;
+pub mod thresholds;
 pub mod train;
 
 pub use config::Config;

@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use diffad::data::{load_images, training_images, MvtecClass};
 use diffad::demo_data::{write_demo_dataset, DemoDataOptions};
 use diffad::eval::{evaluate, EvalOptions};
+use diffad::predict::{predict_paths, PredictOptions};
 use diffad::progress::Bar;
+use diffad::thresholds::Thresholds;
 use diffad::{Config, DiffAd, Error, Result, RunDir, Stage, TrainOptions};
 
 /// DiffAD: unsupervised surface anomaly detection with a latent diffusion model
@@ -83,10 +85,20 @@ enum Command {
         /// Run directory made by `diffad train`.
         #[arg(long)]
         run: PathBuf,
-        /// Output folder for `<stem>.tiff` and `<stem>.png` (default `<run>/predictions`).
+        /// Output folder (default `<run>/predictions`): `predictions.csv` and, mirroring the
+        /// inputs, `<rel>.tiff` maps, `<rel>_mask.png` masks and `<rel>_panel.png` panels.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Images to score.
+        /// Skip unreadable images (listed at the end, exit status 1) instead of stopping.
+        #[arg(long)]
+        keep_going: bool,
+        /// Image-score threshold (overrides the run's thresholds.json).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Pixel threshold of the masks (overrides the run's thresholds.json).
+        #[arg(long)]
+        pixel_threshold: Option<f32>,
+        /// Images and folders of images (searched recursively).
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -101,6 +113,46 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 2023)]
         seed: u64,
+    },
+    /// Write the real-photograph benchmark: one MVTec-layout class per
+    /// photographed surface (brick, grass, gravel, wood, tissue, retina) with
+    /// scratches, stains, holes, warps and contamination.
+    PhotoData {
+        /// Output folder (classes are written to `<out>/<class>`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Image side in pixels (the benchmark uses 64 and 128).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 2023)]
+        seed: u64,
+        /// Classes to write, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
+    },
+    /// Evaluate the raw-pixel 7x7 patch nearest-neighbour baseline on an
+    /// MVTec class folder (memory from `train/good`), as `eval` does.
+    Baseline {
+        /// MVTec class folder with `train/good`, `test/` and `ground_truth/`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output folder for `metrics.json` and `scores.csv` (default `<data>/baseline`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Image side (default: the training images' width).
+        #[arg(long)]
+        size: Option<usize>,
+    },
+    /// Write a run's VAE, denoiser and DDIM sampler as diffusers folders
+    /// (`vae/`, `unet/`, `scheduler/`).
+    Export {
+        /// Run directory made by `diffad train` (its `vae` and `ldm` stages).
+        #[arg(long)]
+        run: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print a configuration as TOML (a starting point for `--config`).
     Config {
@@ -211,16 +263,29 @@ fn run(cli: &Cli) -> Result<()> {
             let options = EvalOptions {
                 anomaly_maps: !no_maps,
                 overlays: !no_overlays,
+                thresholds: Thresholds::load(run.root())?,
             };
             eval(&run, &class, &out, &device, &options, progress)
         }
-        Command::Predict { run, out, images } => {
+        Command::Predict {
+            run,
+            out,
+            keep_going,
+            threshold,
+            pixel_threshold,
+            images,
+        } => {
             let device = parse_device(&cli.device)?;
             let run = RunDir::open(run)?;
             let out = out
                 .clone()
                 .unwrap_or_else(|| run.root().join("predictions"));
-            predict(&run, images, &out, &device)
+            let options = PredictOptions {
+                keep_going: *keep_going,
+                threshold: *threshold,
+                pixel_threshold: *pixel_threshold,
+            };
+            predict(&run, images, &out, &device, &options, progress)
         }
         Command::DemoData { out, size, seed } => {
             let options = DemoDataOptions {
@@ -239,8 +304,25 @@ fn run(cli: &Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::PhotoData {
+            out,
+            size,
+            seed,
+            classes,
+        } => photo_data(out, *size, *seed, classes),
+        Command::Baseline { data, out, size } => {
+            let out = out.clone().unwrap_or_else(|| data.join("baseline"));
+            baseline(data, &out, *size)
+        }
         Command::Config { preset } => {
             print!("{}", Config::load(preset)?.to_toml_string()?);
+            Ok(())
+        }
+        Command::Export { run, out } => {
+            let export = diffad::export::export_diffusers(&RunDir::open(run)?, out)?;
+            for dir in [&export.vae, &export.unet, &export.scheduler] {
+                println!("wrote {}/", dir.display());
+            }
             Ok(())
         }
         Command::Demo { out } => demo(out, progress),
@@ -323,6 +405,19 @@ fn eval(
         100.0 * result.metrics.pixel_f1_max,
         result.seconds_per_image,
     );
+    if let Some(t) = &result.metrics.at_thresholds {
+        println!(
+            "stored thresholds: image {:.4} (precision {:.1}, recall {:.1}, F1 {:.1})  pixel {:.4} (precision {:.1}, recall {:.1}, F1 {:.1})",
+            t.image.threshold,
+            100.0 * t.image.precision,
+            100.0 * t.image.recall,
+            100.0 * t.image.f1,
+            t.pixel.threshold,
+            100.0 * t.pixel.precision,
+            100.0 * t.pixel.recall,
+            100.0 * t.pixel.f1,
+        );
+    }
     println!("wrote {}", result.metrics_json.display());
     println!("wrote {}", result.scores_csv.display());
     if options.anomaly_maps {
@@ -334,36 +429,56 @@ fn eval(
     Ok(())
 }
 
-fn predict(run: &RunDir, paths: &[PathBuf], out: &Path, device: &Device) -> Result<()> {
-    let size = run.config().data.image_size;
-    // Read every input before writing anything.
-    let images = load_images(paths, size)?;
+fn predict(
+    run: &RunDir,
+    paths: &[PathBuf],
+    out: &Path,
+    device: &Device,
+    options: &PredictOptions,
+    progress: bool,
+) -> Result<()> {
     let model = DiffAd::load(run, device)?;
+    let thresholds = Thresholds::load(run.root())?;
     let start = Instant::now();
-    let predictions = model.predict_batch(&images)?;
+    let summary = predict_paths(
+        &model,
+        thresholds.as_ref(),
+        paths,
+        out,
+        options,
+        Bar::boxed(progress, "predict").as_mut(),
+    )?;
     let seconds = start.elapsed().as_secs_f64();
-    for ((path, image), p) in paths.iter().zip(&images).zip(&predictions) {
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
-        let (w, h) = image::image_dimensions(path).map_err(|source| Error::UnreadableImage {
-            path: path.clone(),
-            source,
-        })?;
-        let full = diffad::eval::resize_map(&p.map, h as usize, w as usize)?;
-        diffad::report::write_tiff(&out.join(format!("{stem}.tiff")), &full)?;
-        diffad::report::write_overlay(&out.join(format!("{stem}.png")), image, &p.map)?;
-        println!("{}\t{:.6}", path.display(), p.score);
+    if let Some(note) = &summary.note {
+        eprintln!("note: {note}");
     }
+    for r in &summary.rows {
+        let label = match r.anomalous {
+            Some(true) => "\tanomalous",
+            Some(false) => "\tnormal",
+            None => "",
+        };
+        println!("{}\t{:.6}{label}", r.path.display(), r.score);
+    }
+    for (path, reason) in &summary.failures {
+        eprintln!("skipped {}: {reason}", path.display());
+    }
+    let n = summary.rows.len().max(1);
     eprintln!(
-        "{} images in {:.2} s ({:.3} s/image); maps in {}",
-        paths.len(),
+        "{} images in {:.2} s ({:.3} s/image); wrote {}",
+        summary.rows.len(),
         seconds,
-        seconds / paths.len() as f64,
-        out.display()
+        seconds / n as f64,
+        summary.csv.display()
     );
-    Ok(())
+    if summary.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Layout {
+            path: out.to_path_buf(),
+            reason: format!("{} input(s) could not be read", summary.failures.len()),
+        })
+    }
 }
 
 fn demo(out: &Path, progress: bool) -> Result<()> {
@@ -397,7 +512,10 @@ fn demo(out: &Path, progress: bool) -> Result<()> {
         &class,
         &eval_out,
         &device,
-        &EvalOptions::default(),
+        &EvalOptions {
+            thresholds: Thresholds::load(run.root())?,
+            ..EvalOptions::default()
+        },
         progress,
     )?;
     println!(
@@ -411,5 +529,53 @@ fn demo(out: &Path, progress: bool) -> Result<()> {
             .map(|s| s.image.display().to_string())
             .unwrap_or_default()
     );
+    Ok(())
+}
+
+fn photo_data(out: &Path, size: usize, seed: u64, classes: &[String]) -> Result<()> {
+    let defaults = diffad::photo_data::PhotoDataOptions::default();
+    let options = diffad::photo_data::PhotoDataOptions {
+        size,
+        seed,
+        classes: if classes.is_empty() {
+            defaults.classes.clone()
+        } else {
+            classes.to_vec()
+        },
+        ..defaults
+    };
+    for dir in diffad::photo_data::write_photo_dataset(out, &options)? {
+        let class = MvtecClass::open(&dir)?;
+        println!(
+            "wrote {}: {} training images, {} test images ({})",
+            dir.display(),
+            class.train.len(),
+            class.test.len(),
+            class.defects().join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn baseline(data: &Path, out: &Path, size: Option<usize>) -> Result<()> {
+    let class = MvtecClass::open_for_eval(data)?;
+    let config = diffad::baseline::PatchKnnConfig::default();
+    let result = diffad::baseline::evaluate_baseline(&class, size, out, &config)?;
+    println!("{}", result.metrics.report);
+    println!(
+        "class {} (patch kNN baseline, {} memory patches at {}x{}): image AUROC {:.1}  pixel AUROC {:.1}  pixel AP {:.1}  AU-PRO {:.1}  pixel F1-max {:.1}  ({:.3} s/image)",
+        result.metrics.class,
+        result.memory_len,
+        result.size,
+        result.size,
+        100.0 * result.metrics.image_auroc,
+        100.0 * result.metrics.pixel_auroc,
+        100.0 * result.metrics.pixel_ap,
+        100.0 * result.metrics.aupro,
+        100.0 * result.metrics.pixel_f1_max,
+        result.seconds_per_image,
+    );
+    println!("wrote {}", result.metrics_json.display());
+    println!("wrote {}", result.scores_csv.display());
     Ok(())
 }

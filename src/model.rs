@@ -10,9 +10,9 @@ use candle_core::{Device, Tensor};
 use diffad_seg::{anomaly_map, DiscriminativeUNet};
 
 use crate::config::Config;
-use crate::data::{images_to_tensor, RgbImage};
+use crate::data::{images_to_tensor, tensor_to_images, RgbImage};
 use crate::error::{Error, Result};
-use crate::reconstructor::{reconstruct_options, Reconstructor};
+use crate::reconstructor::{reconstruct_options, Reconstructed, Reconstructor};
 use crate::report::AnomalyMap;
 use crate::run_dir::RunDir;
 use crate::seeds;
@@ -25,6 +25,19 @@ pub struct Prediction {
     pub map: AnomalyMap,
     /// `max(avg_pool(map, inference.score_kernel))`.
     pub score: f32,
+}
+
+/// A prediction with the images it was made from, to see which stage failed:
+/// the reconstruction `x_r = D(z_r)` and the segmenter's middle input
+/// (`x_inter`, or `D(c)`; none for `reconstruction-only`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    /// The anomaly map and image score.
+    pub prediction: Prediction,
+    /// The reconstruction `x_r`.
+    pub reconstruction: RgbImage,
+    /// The segmenter's middle input, if its variant has one.
+    pub middle: Option<RgbImage>,
 }
 
 /// A trained DiffAD model, ready for inference.
@@ -84,6 +97,16 @@ impl DiffAd {
     /// reverse process draws its noise per image from the seed, so a result
     /// does not depend on the batch it was computed in.
     pub fn predict_batch(&self, images: &[RgbImage]) -> Result<Vec<Prediction>> {
+        Ok(self
+            .analyse_batch(images)?
+            .into_iter()
+            .map(|a| a.prediction)
+            .collect())
+    }
+
+    /// [`predict_batch`](Self::predict_batch) with the reconstruction and the
+    /// segmenter's middle input of every image.
+    pub fn analyse_batch(&self, images: &[RgbImage]) -> Result<Vec<Analysis>> {
         let size = self.config.data.image_size;
         if let Some(bad) = images
             .iter()
@@ -98,15 +121,28 @@ impl DiffAd {
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.config.inference.batch_size) {
             let x = images_to_tensor(chunk, &self.device)?;
-            let maps = self.anomaly_maps(&x)?;
+            let (maps, rec) = self.run(&x)?;
             let values = maps.flatten_all()?.to_vec1::<f32>()?;
-            for v in values.chunks_exact(size * size) {
+            let reconstructions = tensor_to_images(&rec.x_r)?;
+            let middles = match &rec.middle {
+                Some(m) => tensor_to_images(m)?.into_iter().map(Some).collect(),
+                None => vec![None; chunk.len()],
+            };
+            for ((v, reconstruction), middle) in values
+                .chunks_exact(size * size)
+                .zip(reconstructions)
+                .zip(middles)
+            {
                 let map = AnomalyMap::finite(size, size, v.to_vec())?;
                 let score = diffad_metrics::image_score_view(
                     map.view(),
                     self.config.inference.score_kernel,
                 )?;
-                out.push(Prediction { map, score });
+                out.push(Analysis {
+                    prediction: Prediction { map, score },
+                    reconstruction,
+                    middle,
+                });
             }
         }
         Ok(out)
@@ -115,10 +151,17 @@ impl DiffAd {
     /// Anomaly maps `(B, 1, H, W)` of a batch `(B, 3, H, W)` in `[0, 1]`.
     ///
     /// The reverse process of every image starts from the same seeded noise
-    /// (stream 0 of [`seeds::RECONSTRUCTION`]), so an image's map does not
-    /// depend on the batch it is in; the VAE and the segmenter run on the
-    /// whole batch.
+    /// (stream 0 of [`seeds::RECONSTRUCTION`]) and runs the UNet on that image
+    /// alone, so an image's map is bit-identical whatever batch it is in (a
+    /// batched UNet forward differs in the last bits: the matrix products take
+    /// other kernel paths at other batch sizes); the VAE and the segmenter run
+    /// on the whole batch.
     pub fn anomaly_maps(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.run(x)?.0)
+    }
+
+    /// The anomaly maps of a batch and the reconstruction they came from.
+    fn run(&self, x: &Tensor) -> Result<(Tensor, Reconstructed)> {
         let opts = reconstruct_options(
             &self.config,
             self.config.inference.ddim_steps,
@@ -131,6 +174,6 @@ impl DiffAd {
             .input()
             .assemble(&rec.x_r, rec.middle.as_ref(), x)?;
         let logits = self.segmenter.forward_t(&input, false)?;
-        Ok(anomaly_map(&logits)?)
+        Ok((anomaly_map(&logits)?, rec))
     }
 }

@@ -15,14 +15,11 @@ use crate::error::Result;
 use crate::run_dir::RunDir;
 use crate::stage::Stage;
 
-/// Loads the run's final VAE.
+/// Loads the run's final VAE, with its architecture ([`RunDir::vae_architecture`]:
+/// a pretrained diffusers folder's `config.json`, else `[vae]`).
 pub(crate) fn load_vae(run: &RunDir, device: &Device) -> Result<AutoencoderKl> {
     let path = run.require(Stage::Vae)?;
-    Ok(AutoencoderKl::load(
-        run.config().vae_architecture(),
-        &path,
-        device,
-    )?)
+    Ok(AutoencoderKl::load(run.vae_architecture()?, &path, device)?)
 }
 
 /// The reconstruction options of `config` with `steps` DDIM steps, drawing
@@ -91,8 +88,8 @@ impl Reconstructor {
     }
 
     /// Reconstructs a batch with every sample drawing from the same stream
-    /// `opts.sample_offset`, so a sample's result is the one it has alone in
-    /// a batch of one (inference).
+    /// `opts.sample_offset` and denoised on its own, so a sample's result is
+    /// bit-identical to the one it has alone in a batch of one (inference).
     pub(crate) fn reconstruct_each(
         &self,
         x_a: &Tensor,

@@ -75,6 +75,15 @@ pub struct Metrics {
     pub aupro: f64,
     /// Pixel-level F1-max.
     pub pixel_f1_max: f64,
+    /// Mean PSNR (dB) between the good test images and their reconstructions
+    /// `x_r`: how well the VAE + LDM reproduce normal surfaces (higher is
+    /// better). `None` without good test images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstruction_psnr: Option<f64>,
+    /// Precision, recall and F1 of the run's stored thresholds on the test
+    /// set, beside the oracle F1-max above; `None` for a run without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_thresholds: Option<ThresholdedMetrics>,
     /// Everything, per defect type.
     pub report: diffad_metrics::Report,
 }
@@ -91,6 +100,8 @@ impl Metrics {
             pixel_ap: report.pixel.average_precision,
             aupro: report.pixel.aupro,
             pixel_f1_max: report.pixel.f1_max.f1,
+            reconstruction_psnr: None,
+            at_thresholds: None,
             report,
         }
     }
@@ -112,6 +123,47 @@ impl Metrics {
             source,
         })
     }
+}
+
+/// Precision, recall and F1 of one decision rule (`score >= threshold`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decisions {
+    /// The threshold.
+    pub threshold: f32,
+    /// `TP / (TP + FP)` (1 when nothing is predicted anomalous).
+    pub precision: f64,
+    /// `TP / (TP + FN)` (1 when nothing is anomalous).
+    pub recall: f64,
+    /// `2 TP / (2 TP + FP + FN)`.
+    pub f1: f64,
+}
+
+impl Decisions {
+    /// The rates of the counts `tp`, `fp`, `fn_` at `threshold`.
+    pub fn from_counts(threshold: f32, tp: u64, fp: u64, fn_: u64) -> Self {
+        let ratio = |num: u64, den: u64| {
+            if den == 0 {
+                1.0
+            } else {
+                num as f64 / den as f64
+            }
+        };
+        Self {
+            threshold,
+            precision: ratio(tp, tp + fp),
+            recall: ratio(tp, tp + fn_),
+            f1: ratio(2 * tp, 2 * tp + fp + fn_),
+        }
+    }
+}
+
+/// The stored thresholds' decisions on a test set, per image and per pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdedMetrics {
+    /// Image-level decisions.
+    pub image: Decisions,
+    /// Pixel-level decisions, over all pooled pixels.
+    pub pixel: Decisions,
 }
 
 /// Where the MVTec AD evaluation script expects the map of a test image:
@@ -206,6 +258,84 @@ pub fn overlay(image: &RgbImage, map: &AnomalyMap) -> Result<image::RgbImage> {
     Ok(out)
 }
 
+/// The diagnosis panel of one test image, five tiles side by side: the input
+/// `x_a`, the reconstruction `x_r`, the segmenter's middle input (`x_inter`;
+/// grey when the variant has none), the anomaly map as a heat map over the
+/// input (as [`overlay`]) and the ground truth (white = anomalous). A defect
+/// still visible in `x_r` points at the LDM, a clean `x_r` with a dark map at
+/// the segmenter.
+pub fn panel(
+    input: &RgbImage,
+    reconstruction: &RgbImage,
+    middle: Option<&RgbImage>,
+    map: &AnomalyMap,
+    ground_truth: &Plane,
+) -> Result<image::RgbImage> {
+    let (h, w) = (map.height(), map.width());
+    let same = |name: &str, hh: usize, ww: usize| {
+        if (hh, ww) == (h, w) {
+            Ok(())
+        } else {
+            Err(Error::Shape(format!(
+                "panel: {name} is {hh}x{ww} but the map is {h}x{w}"
+            )))
+        }
+    };
+    same("input", input.height(), input.width())?;
+    same(
+        "reconstruction",
+        reconstruction.height(),
+        reconstruction.width(),
+    )?;
+    if let Some(m) = middle {
+        same("middle input", m.height(), m.width())?;
+    }
+    same("ground truth", ground_truth.height(), ground_truth.width())?;
+    let heat = overlay(input, map)?;
+    let mut out = image::RgbImage::new(5 * w as u32, h as u32);
+    let tiles = [
+        Some(input.to_rgb8()),
+        Some(reconstruction.to_rgb8()),
+        middle.map(RgbImage::to_rgb8),
+    ];
+    for (k, tile) in tiles.iter().enumerate() {
+        for y in 0..h as u32 {
+            for x in 0..w as u32 {
+                let px = tile
+                    .as_ref()
+                    .map_or(image::Rgb([128, 128, 128]), |t| *t.get_pixel(x, y));
+                out.put_pixel(k as u32 * w as u32 + x, y, px);
+            }
+        }
+    }
+    let truth = ground_truth.view();
+    for y in 0..h {
+        for x in 0..w {
+            out.put_pixel(
+                (3 * w + x) as u32,
+                y as u32,
+                *heat.get_pixel((w + x) as u32, y as u32),
+            );
+            let v = if truth[[y, x]] > 0.5 { 255 } else { 0 };
+            out.put_pixel((4 * w + x) as u32, y as u32, image::Rgb([v, v, v]));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes [`panel`] as a PNG atomically.
+pub fn write_panel(
+    path: &Path,
+    input: &RgbImage,
+    reconstruction: &RgbImage,
+    middle: Option<&RgbImage>,
+    map: &AnomalyMap,
+    ground_truth: &Plane,
+) -> Result<()> {
+    let img = panel(input, reconstruction, middle, map, ground_truth)?;
+    save_png(path, &image::DynamicImage::from(img))
+}
+
 /// Writes [`overlay`] as a PNG atomically.
 pub fn write_overlay(path: &Path, image: &RgbImage, map: &AnomalyMap) -> Result<()> {
     let img = image::DynamicImage::from(overlay(image, map)?);
@@ -267,6 +397,28 @@ mod tests {
         assert_eq!(o.get_pixel(4, 1).0, [64, 0, 0]);
         assert!(overlay(&RgbImage::zeros(3, 3).unwrap(), &map).is_err());
         assert!(AnomalyMap::finite(1, 2, vec![0.0, f32::NAN]).is_err());
+    }
+
+    #[test]
+    fn panel_lays_out_five_tiles() {
+        let mut input = RgbImage::zeros(2, 3).unwrap();
+        input.view_mut()[[0, 0, 0]] = 1.0;
+        let rec = RgbImage::filled(2, 3, [0.0, 1.0, 0.0]).unwrap();
+        let map = AnomalyMap::finite(2, 3, vec![0.0; 6]).unwrap();
+        let truth = Plane::from_bool(2, 3, &[true, false, false, false, false, false]).unwrap();
+        let p = panel(&input, &rec, None, &map, &truth).unwrap();
+        assert_eq!(p.dimensions(), (15, 2));
+        assert_eq!(p.get_pixel(0, 0).0, [255, 0, 0]); // x_a
+        assert_eq!(p.get_pixel(3, 0).0, [0, 255, 0]); // x_r
+        assert_eq!(p.get_pixel(6, 1).0, [128, 128, 128]); // no middle input
+        assert_eq!(
+            p.get_pixel(9, 1).0,
+            overlay(&input, &map).unwrap().get_pixel(3, 1).0
+        );
+        assert_eq!(p.get_pixel(12, 0).0, [255, 255, 255]); // ground truth
+        assert_eq!(p.get_pixel(13, 0).0, [0, 0, 0]);
+        let small = AnomalyMap::finite(1, 3, vec![0.0; 3]).unwrap();
+        assert!(panel(&input, &rec, None, &small, &truth).is_err());
     }
 
     #[test]

@@ -4,11 +4,14 @@
 //! <run>/config.toml                   the configuration (a run never changes it)
 //! <run>/train.log                     one line per stage event
 //! <run>/vae/vae.safetensors           final VAE (diffusers names)
+//! <run>/vae/config.json               its diffusers architecture, when `vae.pretrained` is a
+//!                                     diffusers folder (else the architecture is `[vae]`'s)
 //! <run>/vae/checkpoints/step-N/       resumable VAE checkpoints while training
 //! <run>/ldm/unet.safetensors          final denoiser (EMA weights, diffusers names)
 //! <run>/ldm/checkpoint.safetensors    resumable LDM checkpoint while training
 //! <run>/seg/segmenter.safetensors     final segmenter (DRAEM names)
 //! <run>/seg/checkpoint.safetensors    resumable segmenter checkpoint while training
+//! <run>/{vae,ldm,seg}/loss.csv        `step,loss` of every optimiser step, appended
 //! ```
 //!
 //! A stage is done when its final file exists; an interrupted stage resumes
@@ -92,6 +95,25 @@ impl RunDir {
         }
     }
 
+    /// The diffusers `config.json` of the final VAE: written by the VAE stage when
+    /// `vae.pretrained` is a diffusers folder, absent otherwise.
+    pub fn vae_config(&self) -> PathBuf {
+        self.root
+            .join("vae")
+            .join(diffad_vae::config::DIFFUSERS_CONFIG)
+    }
+
+    /// The architecture of the run's final VAE: that of [`RunDir::vae_config`] when it
+    /// exists (a pretrained diffusers folder), else [`Config::vae_architecture`].
+    pub fn vae_architecture(&self) -> Result<diffad_vae::AutoencoderKlConfig> {
+        let file = self.vae_config();
+        if file.is_file() {
+            Ok(diffad_vae::AutoencoderKlConfig::from_diffusers_json(&file)?)
+        } else {
+            Ok(self.config.vae_architecture())
+        }
+    }
+
     /// The resumable checkpoint of a stage (a folder of `step-N` folders for
     /// the VAE, one file otherwise).
     pub fn checkpoint(&self, stage: Stage) -> PathBuf {
@@ -100,6 +122,12 @@ impl RunDir {
             Stage::Ldm => self.root.join("ldm").join("checkpoint.safetensors"),
             Stage::Segmenter => self.root.join("seg").join("checkpoint.safetensors"),
         }
+    }
+
+    /// The per-step loss log of a stage (`step,loss` lines, appended as the
+    /// stage trains, across resumes).
+    pub fn loss_log(&self, stage: Stage) -> PathBuf {
+        self.root.join(stage.name()).join("loss.csv")
     }
 
     /// Whether a stage has finished (its final weights exist).

@@ -22,8 +22,15 @@ pub const VAE: u64 = 0x0076_6165;
 /// `"ldm"`: the denoiser's initial weights and its training draws
 /// (timesteps `t`, `t_c`, noises `eps` and `eps'`).
 pub const LDM: u64 = 0x006c_646d;
-/// `"synt"`: the DRAEM anomalies `(x_a, M)` synthesised from the good images.
+/// `"synt"`: the DRAEM anomalies `(x_a, M)` the LDM stage conditions on.
 pub const SYNTH: u64 = 0x7379_6e74;
+/// `"segs"`: the DRAEM anomalies `(x_a, M)` the segmenter trains on, a stream
+/// of its own so that the segmenter never sees exactly the anomalies the LDM
+/// was fitted to (epoch `e`, image `i` differ between the two stages).
+pub const SEG_SYNTH: u64 = 0x7365_6773;
+/// `"vali"`: which good images are held out for the thresholds, and the
+/// synthetic anomalies pasted on copies of them.
+pub const VALIDATION: u64 = 0x7661_6c69;
 /// `"seg"`: the segmenter trainer's seed (initial weights, batch order).
 pub const SEG: u64 = 0x0073_6567;
 /// `"shuf"`: the order in which the LDM stage visits the good images.
@@ -51,7 +58,16 @@ mod tests {
 
     #[test]
     fn salts_are_distinct_and_streams_differ() {
-        let salts = [VAE, LDM, SYNTH, SEG, SHUFFLE, RECONSTRUCTION];
+        let salts = [
+            VAE,
+            LDM,
+            SYNTH,
+            SEG_SYNTH,
+            VALIDATION,
+            SEG,
+            SHUFFLE,
+            RECONSTRUCTION,
+        ];
         for (i, a) in salts.iter().enumerate() {
             for b in &salts[i + 1..] {
                 assert_ne!(a, b);

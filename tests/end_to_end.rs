@@ -9,7 +9,9 @@ use diffad::data::{load_image, load_images, MvtecClass};
 use diffad::demo_data::{write_demo_dataset, DemoDataOptions};
 use diffad::eval::{evaluate, EvalOptions};
 use diffad::nn::progress::Silent;
+use diffad::predict::{predict_paths, PredictOptions};
 use diffad::report::{read_tiff, Metrics};
+use diffad::thresholds::Thresholds;
 use diffad::train::silent;
 use diffad::{Config, DiffAd, Error, RunDir, Stage, TrainOptions};
 
@@ -26,6 +28,8 @@ fn micro_config() -> Config {
     c.segmenter.reconstruction_ddim_steps = 2;
     c.inference.ddim_steps = 2;
     c.inference.batch_size = 4;
+    // Every image trains; `thresholds_are_set_on_held_out_good_images` holds some out.
+    c.data.validation_fraction = 0.0;
     c
 }
 
@@ -91,6 +95,18 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
             "{stage} checkpoint left behind"
         );
     }
+    // Every stage logged the loss of each of its 4 steps.
+    for stage in Stage::ALL {
+        let log = std::fs::read_to_string(run.loss_log(stage)).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines[0], "step,loss", "{stage}");
+        assert_eq!(lines.len(), 5, "{stage}: {log}");
+        for (k, line) in lines[1..].iter().enumerate() {
+            let (step, loss) = line.split_once(',').unwrap();
+            assert_eq!(step.parse::<u64>().unwrap(), k as u64 + 1, "{stage}");
+            assert!(loss.parse::<f64>().unwrap().is_finite(), "{stage}");
+        }
+    }
     // A second call finds every stage done.
     let again = diffad::train(&run, &images, &Device::Cpu, &quiet, &mut silent).unwrap();
     assert!(again.iter().all(|r| r.skipped));
@@ -117,6 +133,9 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     let m = Metrics::read_json(&out.join("metrics.json")).unwrap();
     assert_eq!(m, result.metrics);
     assert_eq!(m.images, 6);
+    // Reconstruction PSNR of the two good test images, in dB.
+    let psnr = m.reconstruction_psnr.unwrap();
+    assert!(psnr.is_finite() && psnr > 0.0, "{psnr}");
     for v in [
         m.image_auroc,
         m.pixel_auroc,
@@ -154,14 +173,161 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
             .join("overlays/demo_wood/test")
             .join(&sample.defect)
             .join(format!("{}.png", sample.stem()));
-        assert_eq!(image::image_dimensions(&png).unwrap(), (64, 32));
+        // The panel: x_a | x_r | x_inter | map | ground truth.
+        assert_eq!(image::image_dimensions(&png).unwrap(), (5 * 32, 32));
     }
+
+    // Prediction on a folder: recursive, mirrored outputs, raw scores without thresholds.
+    let test_dir = class.root.join("test");
+    let preds = work.path().join("preds");
+    let summary = predict_paths(
+        &model,
+        None,
+        std::slice::from_ref(&test_dir),
+        &preds,
+        &PredictOptions::default(),
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(summary.rows.len(), 6);
+    assert!(summary.note.is_some() && summary.failures.is_empty());
+    for (sample, row) in class.test.iter().zip(&summary.rows) {
+        assert_eq!(row.path, sample.image);
+        assert_eq!(row.anomalous, None);
+        // Same score as a single prediction: batching and streaming change nothing.
+        let alone = model
+            .predict(&load_image(&sample.image, 32).unwrap())
+            .unwrap();
+        assert_eq!(row.score, alone.1);
+        let base = preds.join("test").join(&sample.defect).join(sample.stem());
+        assert!(base.with_extension("tiff").is_file(), "{base:?}");
+        let panel = preds
+            .join("test")
+            .join(&sample.defect)
+            .join(format!("{}_panel.png", sample.stem()));
+        assert_eq!(image::image_dimensions(&panel).unwrap(), (5 * 32, 32));
+    }
+    // With stored thresholds: labels, normalised scores and masks; a corrupt
+    // input is skipped with --keep-going and stops the run without it.
+    let thresholds = Thresholds {
+        image: 0.5,
+        pixel: 0.5,
+        min: 0.0,
+        max: 1.0,
+    };
+    let corrupt = work.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"not a png").unwrap();
+    let inputs = vec![class.test[0].image.clone(), corrupt.clone()];
+    let out2 = work.path().join("preds2");
+    let keep = PredictOptions {
+        keep_going: true,
+        ..PredictOptions::default()
+    };
+    let summary = predict_paths(
+        &model,
+        Some(&thresholds),
+        &inputs,
+        &out2,
+        &keep,
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(summary.rows.len(), 1);
+    assert_eq!(summary.failures.len(), 1);
+    assert_eq!(summary.failures[0].0, corrupt);
+    let row = &summary.rows[0];
+    assert_eq!(row.anomalous, Some(row.score >= 0.5));
+    assert_eq!(row.normalised, Some(thresholds.normalise(row.score)));
+    let stem = class.test[0].stem();
+    assert!(out2.join(format!("{stem}_mask.png")).is_file());
+    let csv = std::fs::read_to_string(out2.join("predictions.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(predict_paths(
+        &model,
+        Some(&thresholds),
+        &inputs,
+        &work.path().join("preds3"),
+        &PredictOptions::default(),
+        &mut Silent,
+    )
+    .is_err());
+
     let mut all = Vec::new();
     files_under(work.path(), &mut all);
     assert!(
         all.iter().all(|p| p.extension().is_none_or(|e| e != "tmp")),
         "temporary files left: {all:?}"
     );
+}
+
+#[test]
+fn thresholds_are_set_on_held_out_good_images() {
+    let work = tempfile::tempdir().unwrap();
+    let options = DemoDataOptions {
+        size: 32,
+        train: 10,
+        test_good: 2,
+        per_defect: 1,
+        ..Default::default()
+    };
+    let class_dir = write_demo_dataset(work.path(), &options).unwrap();
+    let class = MvtecClass::open_for_eval(&class_dir).unwrap();
+    let mut config = micro_config();
+    config.data.validation_fraction = 0.2;
+    config.vae.epochs = 1;
+    config.ldm.epochs = 1;
+    config.segmenter.epochs = 1;
+    // 10 good images: 2 held out (seeded), 8 train in 2 batches of 4.
+    let held = diffad::train::validation_indices(&config, 10).unwrap();
+    assert_eq!(held.len(), 2);
+    assert_eq!(
+        held,
+        diffad::train::validation_indices(&config, 10).unwrap()
+    );
+    let run = RunDir::create(&work.path().join("run"), config.clone()).unwrap();
+    let images = load_images(&class.train, 32).unwrap();
+    let reports = diffad::train(
+        &run,
+        &images,
+        &Device::Cpu,
+        &TrainOptions::default(),
+        &mut silent,
+    )
+    .unwrap();
+    assert!(reports.iter().all(|r| r.steps == 2), "{reports:?}");
+    let t = Thresholds::load(run.root())
+        .unwrap()
+        .expect("thresholds.json");
+    assert!((0.0..=1.0).contains(&t.image) && (0.0..=1.0).contains(&t.pixel));
+    assert!(t.min <= t.image && t.image <= t.max, "{t:?}");
+    assert_eq!(t.normalise(t.image), 0.5);
+
+    let model = DiffAd::load(&run, &Device::Cpu).unwrap();
+    let out = work.path().join("eval");
+    let options = EvalOptions {
+        anomaly_maps: false,
+        overlays: false,
+        thresholds: Some(t.clone()),
+    };
+    let result = evaluate(&model, &class, &out, &options, &mut Silent).unwrap();
+    let at = result.metrics.at_thresholds.unwrap();
+    assert_eq!(at.image.threshold, t.image);
+    for v in [
+        at.image.precision,
+        at.image.recall,
+        at.image.f1,
+        at.pixel.f1,
+    ] {
+        assert!((0.0..=1.0).contains(&v), "{at:?}");
+    }
+    // The oracle F1-max is at least the stored threshold's F1.
+    assert!(result.metrics.image_f1_max + 1e-9 >= at.image.f1);
+    // Too few images for a split is a clear error.
+    assert!(diffad::train::validation_indices(&config, 2).is_err());
+    config.data.validation_fraction = 0.0;
+    assert!(diffad::train::validation_indices(&config, 2)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

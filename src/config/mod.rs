@@ -30,7 +30,7 @@ use sections::Check;
 pub use sections::{
     DataConfig, InferenceConfig, LdmConfig, SegmenterConfig, SynthesisConfig, VaeConfig,
 };
-pub use variants::{Reconstruction, SegmenterInput};
+pub use variants::{Reconstruction, SegmenterInput, Table1Row};
 
 /// The whole DiffAD configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

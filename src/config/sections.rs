@@ -14,6 +14,15 @@ use crate::error::{Error, Result};
 pub struct DataConfig {
     /// Images are resized to `image_size x image_size` (paper: 256).
     pub image_size: usize,
+    /// Share of the good images held out (seeded) to set the decision
+    /// thresholds on, with synthetic anomalies on copies of them: at least 2
+    /// images when not 0; 0 trains on every image and stores no thresholds.
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+}
+
+fn default_validation_fraction() -> f64 {
+    0.1
 }
 
 /// DRAEM anomaly synthesis (`docs/reference.md` §1).
@@ -54,6 +63,10 @@ pub struct VaeConfig {
     pub norm_groups: usize,
     /// Weight of the KL term (1e-6).
     pub kl_weight: f64,
+    /// Dropout in the res blocks while training (released `kl.yaml`: 0.5);
+    /// inactive at inference.
+    #[serde(default)]
+    pub dropout: f64,
     /// AdamW learning rate (4.5e-6 x 8 x 2 x 2 = 7.2e-5).
     pub learning_rate: f64,
     /// Batch size (8).
@@ -94,6 +107,10 @@ pub struct LdmConfig {
     pub epochs: usize,
     /// EMA decay of the weights used for sampling (0.9999); 0 disables EMA.
     pub ema_decay: f64,
+    /// Clip the global gradient norm to this value; 0 disables clipping
+    /// (CompVis, and so the paper, does not clip).
+    #[serde(default)]
+    pub grad_clip: f64,
 }
 
 /// Discriminative sub-network (`docs/reference.md` §4).
@@ -203,6 +220,12 @@ impl DataConfig {
                 "data.image_size = {size} must be a positive multiple of 32 (the segmenter pools 5 times)"
             ));
         }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            return check.fail(format!(
+                "data.validation_fraction = {} must lie in [0, 1)",
+                self.validation_fraction
+            ));
+        }
         Ok(())
     }
 }
@@ -255,6 +278,9 @@ impl VaeConfig {
             return check.fail(format!("vae.kl_weight = {} must be >= 0", self.kl_weight));
         }
         check.positive("vae.learning_rate", self.learning_rate)?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            return check.fail(format!("vae.dropout = {} must lie in [0, 1)", self.dropout));
+        }
         let f = self.downsample_factor();
         if image_size % f != 0 {
             return check.fail(format!(
@@ -309,6 +335,12 @@ impl LdmConfig {
             ));
         }
         check.positive("ldm.learning_rate", self.learning_rate)?;
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return check.fail(format!(
+                "ldm.grad_clip = {} must be >= 0 (0 disables clipping)",
+                self.grad_clip
+            ));
+        }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return check.fail(format!(
                 "ldm.ema_decay = {} must lie in [0, 1)",

@@ -28,6 +28,7 @@ impl Config {
             layers_per_block: v.layers_per_block,
             latent_channels: v.latent_channels,
             norm_num_groups: v.norm_groups,
+            dropout: v.dropout,
             ..AutoencoderKlConfig::diffad()
         }
     }
@@ -143,12 +144,40 @@ impl Config {
         })
     }
 
-    /// The DRAEM synthesizer of `[synthesis]` on the stream [`seeds::SYNTH`].
-    pub(crate) fn synthesizer(&self) -> Result<AnomalySynthesizer> {
+    /// The DRAEM synthesizer of `[synthesis]` that makes the LDM stage's
+    /// anomalous conditions, on the stream [`seeds::SYNTH`].
+    pub fn ldm_synthesizer(&self) -> Result<AnomalySynthesizer> {
+        self.synthesizer(seeds::SYNTH)
+    }
+
+    /// The DRAEM synthesizer of `[synthesis]` that makes the segmenter's
+    /// training anomalies, on its own stream [`seeds::SEG_SYNTH`] (not the
+    /// anomalies the LDM was fitted to).
+    pub fn seg_synthesizer(&self) -> Result<AnomalySynthesizer> {
+        self.synthesizer(seeds::SEG_SYNTH)
+    }
+
+    /// The DRAEM synthesizer of the threshold calibration: every sample
+    /// anomalous (empty masks redrawn), on the stream [`seeds::VALIDATION`].
+    pub fn validation_synthesizer(&self) -> Result<AnomalySynthesizer> {
+        let config = SynthConfig {
+            anomaly_probability: 1.0,
+            rotate_normal_probability: 0.0,
+            empty_mask: diffad_synth::EmptyMaskPolicy::Retry { max_retries: 16 },
+            ..self.synth_config()
+        };
+        Ok(AnomalySynthesizer::new(
+            config,
+            self.texture_source()?,
+            seeds::mix(self.seed, seeds::VALIDATION),
+        )?)
+    }
+
+    fn synthesizer(&self, salt: u64) -> Result<AnomalySynthesizer> {
         Ok(AnomalySynthesizer::new(
             self.synth_config(),
             self.texture_source()?,
-            seeds::mix(self.seed, seeds::SYNTH),
+            seeds::mix(self.seed, salt),
         )?)
     }
 
@@ -191,6 +220,7 @@ impl Config {
                 ..diffad_diffusion::AdamWConfig::default()
             },
             ema_decay: (l.ema_decay > 0.0).then_some(l.ema_decay),
+            grad_clip: (l.grad_clip > 0.0).then_some(l.grad_clip),
             seed: seeds::mix(self.seed, seeds::LDM),
             ..LdmTrainConfig::default()
         }
@@ -236,5 +266,42 @@ impl Config {
             return stage("segmenter", &e);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_segmenter_draws_other_anomalies_than_the_ldm() {
+        let config = Config::tiny();
+        let size = config.data.image_size;
+        let values = (0..size * size * 3).map(|i| (i % 7) as f32 / 7.0).collect();
+        let image = diffad_synth::RgbImage::from_hwc(size, size, values).unwrap();
+        let (ldm, seg) = (
+            config.ldm_synthesizer().unwrap(),
+            config.seg_synthesizer().unwrap(),
+        );
+        let differs = (0..8u64).any(|i| {
+            let a = ldm.synthesize_indexed(&image, None, 0, i).unwrap();
+            let b = seg.synthesize_indexed(&image, None, 0, i).unwrap();
+            a.mask != b.mask || a.augmented != b.augmented
+        });
+        assert!(
+            differs,
+            "epoch 0 images 0..8: the same anomalies in both stages"
+        );
+    }
+
+    #[test]
+    fn paper_vae_trains_with_dropout_and_the_ldm_without_clipping() {
+        // Released kl.yaml: dropout 0.5; CompVis does not clip gradients.
+        let paper = Config::paper();
+        assert_eq!(paper.vae_architecture().dropout, 0.5);
+        assert_eq!(paper.ldm_train_config().grad_clip, None);
+        let tiny = Config::tiny();
+        assert_eq!(tiny.vae_architecture().dropout, 0.0);
+        assert_eq!(tiny.ldm_train_config().grad_clip, Some(1.0));
     }
 }

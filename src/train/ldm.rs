@@ -45,7 +45,7 @@ pub(super) fn train_ldm(
     let per_epoch = steps_per_epoch(n, l.batch_size);
     let total = l.epochs as u64 * per_epoch;
     let start = trainer.step();
-    let synth = config.synthesizer()?;
+    let synth = config.ldm_synthesizer()?;
     let normals = images.to_vec();
     let seed = config.seed;
     let batch_size = l.batch_size;

@@ -44,7 +44,7 @@ pub(super) fn train_segmenter(
     let mut source = SegSource {
         config,
         reconstructor: &reconstructor,
-        synth: config.synthesizer()?,
+        synth: config.seg_synthesizer()?,
         normals: images.to_vec(),
         device: device.clone(),
         epoch: None,

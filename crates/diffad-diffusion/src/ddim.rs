@@ -77,6 +77,124 @@ impl DdimConfig {
     }
 }
 
+impl DdimConfig {
+    /// The diffusers `DDIMScheduler` `scheduler_config.json` of this configuration (what
+    /// `DDIMScheduler.from_pretrained` reads; [`from_diffusers_json`](Self::from_diffusers_json)
+    /// reads it back). diffusers takes the number of steps and `eta` as arguments of
+    /// `set_timesteps` and `step`, not from the config, so
+    /// [`num_inference_steps`](Self::num_inference_steps) and [`eta`](Self::eta) are not
+    /// written.
+    pub fn to_diffusers_json(&self) -> String {
+        let (beta_schedule, beta_start, beta_end) = match self.beta_schedule {
+            BetaSchedule::Linear {
+                beta_start,
+                beta_end,
+            } => ("linear", beta_start, beta_end),
+            BetaSchedule::ScaledLinear {
+                beta_start,
+                beta_end,
+            } => ("scaled_linear", beta_start, beta_end),
+            // diffusers ignores the betas' ends for the cosine schedule: its defaults
+            BetaSchedule::SquaredCosCapV2 => ("squaredcos_cap_v2", 1e-4, 0.02),
+        };
+        let v = serde_json::json!({
+            "_class_name": "DDIMScheduler",
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_start": beta_start,
+            "beta_end": beta_end,
+            "beta_schedule": beta_schedule,
+            "trained_betas": null,
+            "clip_sample": self.clip_sample.is_some(),
+            "clip_sample_range": self.clip_sample.unwrap_or(1.0),
+            "set_alpha_to_one": self.set_alpha_to_one,
+            "steps_offset": self.steps_offset,
+            "prediction_type": self.prediction_type,
+            "timestep_spacing": self.timestep_spacing,
+            "thresholding": false,
+            "rescale_betas_zero_snr": false,
+        });
+        // A json! value of plain literals and unit enums always serialises.
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+
+    /// Reads a diffusers `DDIMScheduler` `scheduler_config.json`; missing keys take
+    /// diffusers' defaults. [`num_inference_steps`](Self::num_inference_steps) and
+    /// [`eta`](Self::eta), which diffusers passes at sampling time, keep
+    /// [`Default`]'s values. Trained betas, dynamic thresholding and zero-terminal-SNR
+    /// rescaling are not supported (an [`Error::Config`]).
+    pub fn from_diffusers_json(json: &str) -> Result<Self> {
+        let bad = |reason: String| Error::config("DDIMScheduler", reason);
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("config JSON: {e}")))?;
+        let get = |k: &str| v.get(k).filter(|x| !x.is_null());
+        let f64_of = |k: &str, default: f64| -> Result<f64> {
+            get(k).map_or(Ok(default), |x| {
+                x.as_f64()
+                    .ok_or_else(|| bad(format!("`{k}` must be a number")))
+            })
+        };
+        let usize_of = |k: &str, default: usize| -> Result<usize> {
+            get(k).map_or(Ok(default), |x| {
+                x.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| bad(format!("`{k}` must be a non-negative integer")))
+            })
+        };
+        let bool_of = |k: &str, default: bool| -> Result<bool> {
+            get(k).map_or(Ok(default), |x| {
+                x.as_bool()
+                    .ok_or_else(|| bad(format!("`{k}` must be a boolean")))
+            })
+        };
+        let enum_of = |k: &str, default: &str| -> serde_json::Value {
+            get(k)
+                .cloned()
+                .unwrap_or_else(|| serde_json::Value::String(default.into()))
+        };
+        if get("trained_betas").is_some() {
+            return Err(bad("`trained_betas` is not supported".into()));
+        }
+        for k in ["thresholding", "rescale_betas_zero_snr"] {
+            if bool_of(k, false)? {
+                return Err(bad(format!("`{k}` is not supported")));
+            }
+        }
+        let beta_start = f64_of("beta_start", 1e-4)?;
+        let beta_end = f64_of("beta_end", 0.02)?;
+        let beta_schedule = match enum_of("beta_schedule", "linear").as_str() {
+            Some("linear") => BetaSchedule::Linear {
+                beta_start,
+                beta_end,
+            },
+            Some("scaled_linear") => BetaSchedule::ScaledLinear {
+                beta_start,
+                beta_end,
+            },
+            Some("squaredcos_cap_v2") => BetaSchedule::SquaredCosCapV2,
+            other => return Err(bad(format!("beta_schedule {other:?} is not supported"))),
+        };
+        let prediction_type: PredictionType =
+            serde_json::from_value(enum_of("prediction_type", "epsilon"))
+                .map_err(|e| bad(format!("`prediction_type`: {e}")))?;
+        let timestep_spacing: TimestepSpacing =
+            serde_json::from_value(enum_of("timestep_spacing", "leading"))
+                .map_err(|e| bad(format!("`timestep_spacing`: {e}")))?;
+        let defaults = Self::default();
+        Ok(Self {
+            num_train_timesteps: usize_of("num_train_timesteps", 1000)?,
+            beta_schedule,
+            prediction_type,
+            clip_sample: bool_of("clip_sample", true)?
+                .then(|| f64_of("clip_sample_range", 1.0))
+                .transpose()?,
+            set_alpha_to_one: bool_of("set_alpha_to_one", true)?,
+            steps_offset: usize_of("steps_offset", 0)?,
+            timestep_spacing,
+            ..defaults
+        })
+    }
+}
+
 /// DDIM sampler; see the module documentation for the update.
 #[derive(Debug, Clone)]
 pub struct Ddim {
@@ -150,7 +268,7 @@ impl Ddim {
     }
 
     /// The inference timesteps not above `t_start`: the tail of the chain that SDEdit /
-    /// forward-reverse reconstruction runs after noising the input to the first of them.
+    /// forward-reverse reconstruction runs after its first step from `t_start` itself.
     pub fn timesteps_from(&self, t_start: usize) -> &[usize] {
         let first = self
             .timesteps
@@ -199,9 +317,46 @@ impl Scheduler for Ddim {
         sample: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
+        let alpha_prod_t_prev = self.alpha_prod_prev(t)?;
+        self.step_to_alpha(model_output, t, alpha_prod_t_prev, sample, noise)
+    }
+}
+
+impl Ddim {
+    /// One DDIM update from `t` to an arbitrary earlier timestep `t_prev` (not
+    /// necessarily on the inference grid), with the same formula as
+    /// [`Scheduler::step`]: `x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev -
+    /// sigma^2) eps (+ sigma z)`, `sigma = eta sqrt((1 - abar_prev) / (1 - abar_t))
+    /// sqrt(1 - abar_t / abar_prev)`. SDEdit uses it to go from its exact start
+    /// `t_start` to the first grid timestep below it.
+    pub fn step_to(
+        &self,
+        model_output: &Tensor,
+        t: usize,
+        t_prev: usize,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<StepOutput> {
+        if t_prev >= t {
+            return Err(Error::config(
+                "DDIM step_to",
+                format!("t_prev = {t_prev} must be below t = {t}"),
+            ));
+        }
+        let alpha_prod_t_prev = self.schedule.alpha_cumprod(t_prev)?;
+        self.step_to_alpha(model_output, t, alpha_prod_t_prev, sample, noise)
+    }
+
+    fn step_to_alpha(
+        &self,
+        model_output: &Tensor,
+        t: usize,
+        alpha_prod_t_prev: f64,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<StepOutput> {
         check_step_inputs("DDIM step", model_output, sample, noise)?;
         let alpha_prod_t = self.schedule.alpha_cumprod(t)?;
-        let alpha_prod_t_prev = self.alpha_prod_prev(t)?;
         let beta_prod_t = 1.0 - alpha_prod_t;
         let beta_prod_t_prev = 1.0 - alpha_prod_t_prev;
 
@@ -231,5 +386,59 @@ impl Scheduler for Ddim {
             prev_sample: prev,
             pred_original_sample: x0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffusers_json_round_trips() {
+        let configs = [
+            DdimConfig::diffad(),
+            DdimConfig::default(),
+            DdimConfig {
+                beta_schedule: BetaSchedule::SquaredCosCapV2,
+                prediction_type: PredictionType::VPrediction,
+                timestep_spacing: TimestepSpacing::Trailing,
+                clip_sample: Some(2.5),
+                ..DdimConfig::default()
+            },
+        ];
+        for c in configs {
+            let json = c.to_diffusers_json();
+            let back = DdimConfig {
+                num_inference_steps: c.num_inference_steps,
+                ..DdimConfig::from_diffusers_json(&json).unwrap()
+            };
+            assert_eq!(back, c, "{json}");
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&DdimConfig::diffad().to_diffusers_json()).unwrap();
+        assert_eq!(v["beta_schedule"], "scaled_linear");
+        assert_eq!(v["timestep_spacing"], "leading");
+        assert_eq!(v["prediction_type"], "epsilon");
+        assert_eq!(v["steps_offset"], 1);
+        assert_eq!(v["set_alpha_to_one"], false);
+        assert_eq!(v["clip_sample"], false);
+    }
+
+    #[test]
+    fn unsupported_diffusers_options_are_errors() {
+        for json in [
+            r#"{"thresholding": true}"#,
+            r#"{"beta_schedule": "sigmoid"}"#,
+            r#"{"trained_betas": [0.1, 0.2]}"#,
+            r#"{"timestep_spacing": "karras"}"#,
+        ] {
+            assert!(
+                matches!(
+                    DdimConfig::from_diffusers_json(json),
+                    Err(Error::Config { .. })
+                ),
+                "{json}"
+            );
+        }
     }
 }

@@ -69,9 +69,10 @@ impl Default for ReconstructOptions {
 ///   the whole chain).
 /// * `Unconditional`: the same chain without a condition (unconditional generation;
 ///   `condition` only gives the latent shape).
-/// * `ForwardReverse { t_start }` (SDEdit): `z = sqrt(abar_t0) c + sqrt(1 - abar_t0) eps`
-///   at `t0`, the first DDIM timestep `<= t_start`, then the DDIM steps from `t0` without
-///   condition.
+/// * `ForwardReverse { t_start }` (SDEdit): `z = sqrt(abar_t) c + sqrt(1 - abar_t) eps`
+///   at exactly `t = t_start` (the same start for any step count), one DDIM step to the
+///   first grid timestep below `t_start` if `t_start` is off the grid, then the DDIM
+///   steps from there, without condition.
 ///
 /// `scheduler` supplies the schedule, spacing and prediction type; its step count and
 /// eta are replaced by `opts.steps` and `opts.eta`. The result has `condition`'s shape,
@@ -143,15 +144,32 @@ pub fn reconstruct(
                     num_train_timesteps: big_t,
                 });
             }
+            // The input is noised to exactly `t_start` whatever the step count, so the
+            // 50-step chain that trains the segmenter and the 10-step test chain start
+            // from the same noise level; an off-grid start takes one DDIM step to the
+            // first grid timestep below it.
+            let mut x = sched.add_noise(condition, &initial, &vec![t_start; b])?;
             let timesteps = sched.timesteps_from(t_start);
-            let t0 = *timesteps.first().ok_or_else(|| {
-                Error::config(
-                    "reconstruct",
-                    format!("no DDIM timestep at or below t_start = {t_start}"),
-                )
-            })?;
-            let start = sched.add_noise(condition, &initial, &vec![t0; b])?;
-            denoise(denoiser, &sched, &start, timesteps, None, &mut rngs)
+            let rest = match timesteps.first() {
+                Some(&t0) if t0 == t_start => timesteps,
+                first => {
+                    let t_tensor = Tensor::from_vec(vec![t_start as u32; b], b, device)?;
+                    let eps = denoiser.predict(&x, &t_tensor, None)?.detach();
+                    let noise = if sched.needs_noise(t_start) {
+                        Some(gaussian_per_sample(&mut rngs, &per_sample, dtype, device)?)
+                    } else {
+                        None
+                    };
+                    x = match first {
+                        Some(&t1) => sched.step_to(&eps, t_start, t1, &x, noise.as_ref())?,
+                        // No grid timestep below: the regular final step.
+                        None => sched.step(&eps, t_start, &x, noise.as_ref())?,
+                    }
+                    .prev_sample;
+                    timesteps
+                }
+            };
+            denoise(denoiser, &sched, &x, rest, None, &mut rngs)
         }
     }
 }
@@ -213,4 +231,55 @@ pub fn reconstruct_images(
     let z_r = reconstruct(denoiser, scheduler, &c, opts)?;
     let x_r = codec.decode(&z_r)?;
     Ok((z_r, x_r))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// A denoiser predicting zero noise that records the timesteps it is asked at.
+    struct Recorder(RefCell<Vec<u32>>);
+
+    impl Denoiser for Recorder {
+        fn predict(
+            &self,
+            z_t: &Tensor,
+            t: &Tensor,
+            _condition: Option<&Tensor>,
+        ) -> candle_core::Result<Tensor> {
+            self.0.borrow_mut().push(t.to_vec1::<u32>()?[0]);
+            z_t.zeros_like()
+        }
+    }
+
+    fn sdedit_timesteps(steps: usize, t_start: usize) -> Vec<u32> {
+        let recorder = Recorder(RefCell::new(Vec::new()));
+        let c = Tensor::zeros((1, 4, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let opts = ReconstructOptions {
+            steps,
+            mode: ConditionMode::ForwardReverse { t_start },
+            ..ReconstructOptions::default()
+        };
+        reconstruct(&recorder, &Ddim::diffad().unwrap(), &c, &opts).unwrap();
+        recorder.0.into_inner()
+    }
+
+    #[test]
+    fn sdedit_starts_at_t_start_whatever_the_step_count() {
+        // The segmenter's 50-step chain and the 10-step test chain start alike.
+        let ten = sdedit_timesteps(10, 500);
+        let fifty = sdedit_timesteps(50, 500);
+        assert_eq!(ten[0], 500);
+        assert_eq!(fifty[0], 500);
+        // Then the grid below the start: 401, 301, ..., 1 and 481, 461, ..., 1.
+        assert_eq!(&ten[1..], &[401, 301, 201, 101, 1]);
+        assert_eq!(fifty[1], 481);
+        assert_eq!(*fifty.last().unwrap(), 1);
+        // A start on the grid takes no extra step.
+        assert_eq!(sdedit_timesteps(10, 401), vec![401, 301, 201, 101, 1]);
+    }
 }

@@ -102,7 +102,7 @@ impl Default for LdmTrainConfig {
             },
             ema_decay: Some(0.9999),
             ema_warmup: true,
-            grad_clip: Some(1.0),
+            grad_clip: None,
             seed: 0,
         }
     }
@@ -624,3 +624,14 @@ struct CheckpointMeta {
 }
 
 const METADATA_KEY: &str = "diffad";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_does_not_clip_gradients_as_compvis() {
+        // The released configs (CompVis latent-diffusion) set no gradient clipping.
+        assert_eq!(LdmTrainConfig::default().grad_clip, None);
+    }
+}

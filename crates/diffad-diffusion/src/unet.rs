@@ -546,6 +546,33 @@ impl UNet {
         Self::load_with_dtype(config, path, DType::F32, device)
     }
 
+    /// Loads a diffusers `UNet2DModel` folder (`config.json` and
+    /// `diffusion_pytorch_model.safetensors`, as `save_pretrained` writes it) in `f32`:
+    /// the architecture comes from `config.json` ([`UNetConfig::from_diffusers_json`]).
+    /// A missing file is an [`Error::Io`] naming it; an unsupported `config.json` or
+    /// weights that do not fit it an [`Error::Checkpoint`] naming the file at fault.
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config_file = dir.join("config.json");
+        let json = std::fs::read_to_string(&config_file).map_err(|source| Error::Io {
+            path: config_file.clone(),
+            source,
+        })?;
+        let config = UNetConfig::from_diffusers_json(&json)
+            .map_err(|e| Error::checkpoint(&config_file, e.to_string()))?;
+        let weights = dir.join("diffusion_pytorch_model.safetensors");
+        if !weights.is_file() {
+            return Err(Error::Io {
+                path: weights,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "a diffusers UNet2DModel folder needs its weights beside config.json",
+                ),
+            });
+        }
+        Self::load(config, &weights, device)
+    }
+
     /// [`load`](Self::load) into `dtype` (e.g. `F16` for half-precision inference).
     pub fn load_with_dtype(
         config: UNetConfig,

@@ -98,9 +98,10 @@ fn oracle_denoiser_is_reconstructed_exactly() {
                 max_diff(&z_r, &x0)
             );
             let seen = o.seen.lock().unwrap();
-            // ForwardReverse from t_start = 450 runs only the steps 401, 301, .., 1.
+            // ForwardReverse noises to exactly t_start = 450, steps to 401 on the grid,
+            // then runs the steps 401, 301, .., 1.
             let expected_calls = if matches!(mode, ConditionMode::ForwardReverse { .. }) {
-                5
+                6
             } else {
                 10
             };

@@ -1,5 +1,10 @@
 //! Schedules and schedulers against diffusers 0.42 (`scripts/make_scheduler_fixtures.py`):
 //! full DDPM / DDIM trajectories, in f64, to 1e-6 (they agree to ~1e-12).
+//!
+//! The trajectories run on `DIFFAD_TEST_DEVICE` (`diffad_nn::testing::test_device`, the CPU
+//! by default); off the CPU the tolerance is `testing::device_tolerance`'s looser one.
+
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use diffad_diffusion::{
@@ -8,7 +13,19 @@ use diffad_diffusion::{
 };
 use serde_json::Value;
 
+/// The tolerance on the CPU.
 const TOL: f64 = 1e-6;
+
+/// The device the trajectories run on (one for the whole binary).
+fn device() -> &'static Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| diffad_nn::testing::test_device().unwrap())
+}
+
+/// [`TOL`], loosened off the CPU.
+fn tol() -> f64 {
+    diffad_nn::testing::device_tolerance(device(), TOL)
+}
 
 fn fixture() -> Value {
     let text = std::fs::read_to_string(concat!(
@@ -71,7 +88,7 @@ fn clip(cfg: &Value) -> Option<f64> {
 }
 
 fn tensor(values: Vec<f64>, shape: &[usize]) -> Tensor {
-    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(values, shape, device()).unwrap()
 }
 
 /// The fixture's analytic model output `0.8 tanh(x) + 0.05 sin(t / 37)`.
@@ -123,7 +140,7 @@ fn run_and_compare(
                 assert_eq!(rec["t"].as_u64().unwrap() as usize, t);
                 let d = max_abs_diff(&x, &floats(&rec["prev_sample"]));
                 assert!(
-                    d < TOL,
+                    d < tol(),
                     "{label}: step {i} (t = {t}) prev_sample off by {d}"
                 );
                 let d = max_abs_diff(
@@ -131,7 +148,7 @@ fn run_and_compare(
                     &floats(&rec["pred_original_sample"]),
                 );
                 assert!(
-                    d < TOL,
+                    d < tol(),
                     "{label}: step {i} (t = {t}) pred_original_sample off by {d}"
                 );
                 recorded.next();
@@ -257,7 +274,7 @@ fn add_noise_per_sample_matches_diffusers() {
             .collect();
         let noisy = schedule.add_noise(&x0, &noise, &t).unwrap();
         let d = max_abs_diff(&noisy, &floats(&case["noisy"]));
-        assert!(d < TOL, "add_noise off by {d}");
+        assert!(d < tol(), "add_noise off by {d}");
     }
 }
 

@@ -1,5 +1,8 @@
 //! The UNet against diffusers' `UNet2DModel` (`scripts/make_unet_fixture.py`), its
 //! parameter layout, and its gradients.
+//!
+//! The diffusers comparison runs on `DIFFAD_TEST_DEVICE` (`diffad_nn::testing::test_device`,
+//! the CPU by default); off the CPU its tolerance is `testing::device_tolerance`'s looser one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,8 @@ fn fixture_config() -> UNetConfig {
 
 #[test]
 fn forward_matches_diffusers_unet2dmodel() {
-    let dev = Device::Cpu;
+    let dev = diffad_nn::testing::test_device().unwrap();
+    let tol = diffad_nn::testing::device_tolerance(&dev, 1e-4) as f32;
     let config = fixture_config();
     assert_eq!(config.block_out_channels, vec![16, 32]);
     assert_eq!(config.attention, vec![true, false]);
@@ -34,7 +38,7 @@ fn forward_matches_diffusers_unet2dmodel() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    assert!(d < 1e-4, "UNet output differs from diffusers by {d}");
+    assert!(d < tol, "UNet output differs from diffusers by {d}");
 
     // Integer timesteps give the same result, and `predict` concatenates the condition.
     let t_u32 = timesteps.to_dtype(DType::U32).unwrap();
@@ -49,7 +53,7 @@ fn forward_matches_diffusers_unet2dmodel() {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    assert!(d < 1e-4, "predict differs from diffusers by {d}");
+    assert!(d < tol, "predict differs from diffusers by {d}");
 }
 
 #[test]

@@ -22,8 +22,9 @@
 //! `kernels` module: convolutions (im2col + gemm or Winograd, with a gemm/col2im backward
 //! instead of Candle's naive transposed convolution), `GroupNorm` and `BatchNorm2d` (fused,
 //! affine included), SiLU and the attention softmax; elsewhere they use Candle's ops, with
-//! the same values and gradients. Layers use kernels, never the reverse; the module map is
-//! in the README.
+//! the same values and gradients. [`runtime::set_generic_ops`] (or `DIFFAD_GENERIC_OPS=1`)
+//! makes the CPU take Candle's ops too, so the path CUDA runs is tested without a GPU.
+//! Layers use kernels, never the reverse; the module map is in the README.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};

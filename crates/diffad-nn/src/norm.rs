@@ -5,9 +5,10 @@
 //! `f32`/`f64` inputs and parameters, these layers run fused kernels of this crate (one
 //! pass forward, one or two backward, the parameter gradients included; see
 //! `kernels/group_norm.rs`, `kernels/batch_norm.rs` and `kernels/elementwise.rs`).
-//! Elsewhere (CUDA, half precision) they are built from plain tensor ops (`mean`, `sub`,
-//! `sqr`, `sqrt`, `div`, which all differentiate), with the same values and gradients: the
-//! unit tests below check the two paths against each other.
+//! Elsewhere (CUDA, half precision, or the CPU with [`crate::runtime::set_generic_ops`])
+//! they are built from plain tensor ops (`mean`, `sub`, `sqr`, `sqrt`, `div`, which all
+//! differentiate), with the same values and gradients: the unit tests below and
+//! `tests/generic_path.rs` check the two paths against each other.
 
 use candle_core::{DType, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
@@ -83,19 +84,12 @@ impl GroupNorm {
         if dims.len() < 3 || dims[1] != c {
             return Err(Error::shape("GroupNorm", format!("(B, {c}, ...)"), dims));
         }
-        if x.device().is_cpu()
+        if crate::runtime::cpu_kernels(x.device())
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.weight.dtype() == x.dtype()
             && self.bias.dtype() == x.dtype()
         {
-            return Ok(x.contiguous()?.apply_op3(
-                &self.weight.contiguous()?,
-                &self.bias.contiguous()?,
-                crate::kernels::group_norm::GroupNormAffine {
-                    groups: self.num_groups,
-                    eps: self.eps,
-                },
-            )?);
+            return self.forward_fused(x);
         }
         let xn = self.normalize_plain(x)?;
         let mut pshape = vec![1usize; dims.len()];
@@ -107,6 +101,18 @@ impl GroupNorm {
 }
 
 impl GroupNorm {
+    /// The fused CPU kernel ([`crate::kernels::group_norm`]) on `f32`/`f64` tensors.
+    fn forward_fused(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?.apply_op3(
+            &self.weight.contiguous()?,
+            &self.bias.contiguous()?,
+            crate::kernels::group_norm::GroupNormAffine {
+                groups: self.num_groups,
+                eps: self.eps,
+            },
+        )?)
+    }
+
     /// The normalisation `x̂` from plain tensor ops (any device and dtype; half precision
     /// is normalised in `f32`, as diffusers upcasts its norms).
     fn normalize_plain(&self, x: &Tensor) -> Result<Tensor> {
@@ -262,7 +268,7 @@ impl BatchNorm2d {
                 x.dims(),
             ));
         }
-        if x.device().is_cpu()
+        if crate::runtime::cpu_kernels(x.device())
             && matches!(x.dtype(), DType::F32 | DType::F64)
             && self.weight.dtype() == x.dtype()
             && self.bias.dtype() == x.dtype()
@@ -465,12 +471,12 @@ mod tests {
             let (fused_bn, plain_bn) = (make(), make());
             let (fused, plain) = if relu {
                 (
-                    fused_bn.forward_t_relu(&x, train).unwrap(),
+                    fused_bn.forward_fused(&x, train, true).unwrap(),
                     plain_bn.forward_plain(&x, train).unwrap().relu().unwrap(),
                 )
             } else {
                 (
-                    fused_bn.forward_t(&x, train).unwrap(),
+                    fused_bn.forward_fused(&x, train, false).unwrap(),
                     plain_bn.forward_plain(&x, train).unwrap(),
                 )
             };
@@ -519,7 +525,7 @@ mod tests {
         .unwrap();
         let r: Vec<f64> = (0..n).map(|i| ((i * 13 % 7) as f64) - 3.0).collect();
         let r = Tensor::from_vec(r, (2, 6, 5, 3), &dev).unwrap();
-        let fused = gn.forward(&x).unwrap();
+        let fused = gn.forward_fused(&x).unwrap();
         let plain = gn
             .normalize_plain(&x)
             .unwrap()

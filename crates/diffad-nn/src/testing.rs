@@ -6,6 +6,9 @@
 //! * [`check_gradients`]: compares the gradients of a scalar loss with central finite
 //!   differences, `(L(θ + ε) - L(θ - ε)) / 2ε`, element by element. Use `f64` variables.
 //!
+//! * [`test_device`] and [`device_tolerance`]: the device the reference tests run on
+//!   (`DIFFAD_TEST_DEVICE`, default the CPU) and the looser tolerance they use off the CPU.
+//!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use candle_nn::VarMap;
@@ -21,10 +24,68 @@
 //! # Ok::<(), diffad_nn::Error>(())
 //! ```
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
 use crate::error::{Error, Result};
+
+/// The environment variable that chooses the device of the reference tests: unset, empty
+/// or `cpu` for the CPU, `cuda` for the first CUDA device, `cuda:N` for the `N`-th.
+pub const TEST_DEVICE_VAR: &str = "DIFFAD_TEST_DEVICE";
+
+/// How much looser than on the CPU a reference tolerance is on another device
+/// ([`device_tolerance`]).
+///
+/// The same function is computed in another order there: cuBLAS and Candle's CUDA kernels
+/// split sums into blocks and reduce them as trees, Candle's CUDA convolution runs its own
+/// im2col and its backward a transposed convolution, and the device's `exp`/`sqrt` are not
+/// the CPU's. Those orders change an `f32` result by a few ulp per reduction of `n` terms
+/// (about `sqrt(n)·2⁻²⁴` relative), which a deep block accumulates; two orders of magnitude
+/// on top of the CPU tolerance leave room for that and still catch a wrong function (an
+/// error of a wrong weight, padding or sign is of the order of the values themselves).
+pub const DEVICE_TOLERANCE_FACTOR: f64 = 100.0;
+
+/// The device named by [`TEST_DEVICE_VAR`] (the CPU when it is unset).
+///
+/// `cuda` on a build without the `cuda` feature (or without a GPU) is an error that says
+/// so, never a silent fallback to the CPU.
+pub fn test_device() -> Result<Device> {
+    let value = std::env::var(TEST_DEVICE_VAR).unwrap_or_default();
+    let name = value.trim().to_ascii_lowercase();
+    let ordinal = match name.as_str() {
+        "" | "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => {
+                return Err(Error::config(
+                    "testing",
+                    format!("{TEST_DEVICE_VAR}={value}: expected `cpu`, `cuda` or `cuda:N`"),
+                ))
+            }
+        },
+    };
+    Device::new_cuda(ordinal).map_err(|e| {
+        Error::config(
+            "testing",
+            format!(
+                "{TEST_DEVICE_VAR}={value}: no CUDA device {ordinal} ({e}); build the tests \
+                 with `--features cuda` on a machine with a GPU"
+            ),
+        )
+    })
+}
+
+/// The tolerance of a reference comparison on `device`: `cpu_tolerance` on the CPU (the
+/// tests' figures are unchanged there), `cpu_tolerance ·` [`DEVICE_TOLERANCE_FACTOR`]
+/// elsewhere.
+pub fn device_tolerance(device: &Device, cpu_tolerance: f64) -> f64 {
+    if device.is_cpu() {
+        cpu_tolerance
+    } else {
+        cpu_tolerance * DEVICE_TOLERANCE_FACTOR
+    }
+}
 
 /// `max |a - b|` over all elements, in `f64` (for tolerance checks in tests).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {

@@ -2,14 +2,30 @@
 //! (`scripts/make_fixtures.py`, outputs in `tests/fixtures/`), in f64 (to 1e-9) and in f32
 //! (to 1e-5), plus a check that each block asks for exactly the parameter names of the
 //! diffusers state dict.
+//!
+//! The blocks run on `DIFFAD_TEST_DEVICE` (`testing::test_device`, the CPU by default); off
+//! the CPU the tolerances are `testing::device_tolerance`'s looser ones.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use diffad_nn::*;
 
 const DTYPES: [(DType, f64); 2] = [(DType::F64, 1e-9), (DType::F32, 1e-5)];
+
+/// The device the blocks run on (one for the whole binary: tensors of two CUDA devices
+/// created apart cannot be mixed).
+fn device() -> &'static Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| testing::test_device().unwrap())
+}
+
+/// The CPU tolerance `tol`, loosened off the CPU.
+fn tolerance(tol: f64) -> f64 {
+    testing::device_tolerance(device(), tol)
+}
 
 struct Fixture {
     params: HashMap<String, Tensor>,
@@ -42,11 +58,15 @@ fn load(name: &str) -> Fixture {
 
 impl Fixture {
     fn vb(&self, dtype: DType) -> VarBuilder<'static> {
-        VarBuilder::from_tensors(self.params.clone(), dtype, &Device::Cpu)
+        VarBuilder::from_tensors(self.params.clone(), dtype, device())
     }
 
     fn get(&self, key: &str, dtype: DType) -> Tensor {
-        self.data[key].to_dtype(dtype).unwrap()
+        self.data[key]
+            .to_dtype(dtype)
+            .unwrap()
+            .to_device(device())
+            .unwrap()
     }
 
     /// The block built on a fresh VarMap creates exactly the fixture's parameter names,
@@ -118,9 +138,15 @@ fn check<T>(
     f.assert_same_names(&build);
     for (dtype, tol) in DTYPES {
         let block = build(f.vb(dtype)).unwrap();
-        let temb = f.data.get("temb").map(|t| t.to_dtype(dtype).unwrap());
+        let temb = f.data.get("temb").map(|_| f.get("temb", dtype));
         let y = forward(&block, &f.get("input", dtype), temb.as_ref()).unwrap();
-        assert_close(&y, &f.data["output"], tol, &format!("{name} {dtype:?}"));
+        assert_eq!(y.device().location(), device().location());
+        assert_close(
+            &y,
+            &f.data["output"],
+            tolerance(tol),
+            &format!("{name} {dtype:?}"),
+        );
     }
 }
 
@@ -191,11 +217,11 @@ fn batch_norm_train_step_and_eval() {
     let f = load("batch_norm_train");
     for (dtype, tol) in DTYPES {
         let varmap = VarMap::new();
-        let vb = init::seeded_var_builder(&varmap, 0, dtype, &Device::Cpu);
+        let vb = init::seeded_var_builder(&varmap, 0, dtype, device());
         let bn = batch_norm2d(3, 1e-5, 0.1, vb).unwrap();
         for (k, v) in &f.params {
             varmap.data().lock().unwrap()[k]
-                .set(&v.to_dtype(dtype).unwrap())
+                .set(&v.to_dtype(dtype).unwrap().to_device(device()).unwrap())
                 .unwrap();
         }
         bn.forward_t(&f.get("input", dtype), true).unwrap();
@@ -204,13 +230,13 @@ fn batch_norm_train_step_and_eval() {
         assert_close(
             data["running_mean"].as_tensor(),
             &f.data["running_mean"],
-            tol,
+            tolerance(tol),
             "running_mean",
         );
         assert_close(
             data["running_var"].as_tensor(),
             &f.data["running_var"],
-            tol,
+            tolerance(tol),
             "running_var",
         );
     }
@@ -291,10 +317,10 @@ fn timestep_embeddings() {
     ] {
         let f = load(name);
         for dtype in [DType::F32, DType::F64, DType::I64] {
-            let t = f.data["timesteps"].to_dtype(dtype).unwrap();
+            let t = f.get("timesteps", dtype);
             let y = ts.forward(&t).unwrap();
             // f32 arithmetic as diffusers: equal to f32 rounding even at t = 999.
-            assert_close(&y, &f.data["output"], 1e-5, name);
+            assert_close(&y, &f.data["output"], tolerance(1e-5), name);
         }
     }
     check(
@@ -350,7 +376,12 @@ fn resampling() {
             ("avg_pool2", avg_pool2d(&x, 2).unwrap()),
         ];
         for (key, y) in cases {
-            assert_close(&y, &f.data[key], tol, &format!("{key} {dtype:?}"));
+            assert_close(
+                &y,
+                &f.data[key],
+                tolerance(tol),
+                &format!("{key} {dtype:?}"),
+            );
         }
     }
 }

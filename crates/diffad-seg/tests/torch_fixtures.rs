@@ -1,7 +1,11 @@
 //! Comparisons with PyTorch reference values (`scripts/make_fixtures.py`,
 //! outputs committed in `tests/fixtures/`).
+//!
+//! Everything runs on `DIFFAD_TEST_DEVICE` (`diffad_nn::testing::test_device`, the CPU by
+//! default); off the CPU the tolerances are `testing::device_tolerance`'s looser ones.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -13,7 +17,18 @@ fn fixture(name: &str) -> TensorFile {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
-    TensorFile::read(&path, &Device::Cpu).unwrap()
+    TensorFile::read(&path, device()).unwrap()
+}
+
+/// The device the tests run on (one for the whole binary).
+fn device() -> &'static Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| diffad_nn::testing::test_device().unwrap())
+}
+
+/// The CPU tolerance `tol`, loosened off the CPU.
+fn tol(tol: f32) -> f32 {
+    diffad_nn::testing::device_tolerance(device(), tol as f64) as f32
 }
 
 fn vec(t: &Tensor) -> Vec<f32> {
@@ -40,7 +55,7 @@ fn bilinear_align_corners_matches_pytorch_interpolate() {
         let y = f.get(&format!("{case}.y")).unwrap();
         let (_, _, oh, ow) = y.dims4().unwrap();
         let ours = diffad_nn::upsample_bilinear2d(x, oh, ow).unwrap();
-        assert!(rel_err(&ours, y, 1.0) < 1e-5, "case {case}");
+        assert!(rel_err(&ours, y, 1.0) < tol(1e-5), "case {case}");
     }
 }
 
@@ -60,13 +75,13 @@ fn focal_loss_and_gradient_match_draem_in_pytorch() {
         let want = vec(f.get(&format!("{name}.loss")).unwrap())[0];
         let got = loss.to_scalar::<f32>().unwrap();
         assert!(
-            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            (got - want).abs() <= tol(1e-5) * want.abs().max(1.0),
             "{name}: {got} vs {want}"
         );
         let grads = loss.backward().unwrap();
         let g = grads.get(var.as_tensor()).unwrap();
         let want_g = f.get(&format!("{name}.grad")).unwrap();
-        assert!(rel_err(g, want_g, 1e-6) < 1e-4, "{name} gradient");
+        assert!(rel_err(g, want_g, 1e-6) < tol(1e-4), "{name} gradient");
     }
 }
 
@@ -74,13 +89,8 @@ fn focal_loss_and_gradient_match_draem_in_pytorch() {
 /// VarMap-backed network.
 fn tiny_unet(f: &TensorFile) -> (DiscriminativeUNet, VarMap) {
     let varmap = VarMap::new();
-    let net = DiscriminativeUNet::init(
-        DiscriminativeUNetConfig::new(9, 2),
-        &varmap,
-        0,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let net = DiscriminativeUNet::init(DiscriminativeUNetConfig::new(9, 2), &varmap, 0, device())
+        .unwrap();
     let names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
     // Every DRAEM float tensor maps to one of ours and vice versa
     // (`num_batches_tracked` counters are integers and have no counterpart).
@@ -111,10 +121,10 @@ fn tiny_unet_matches_draem_discriminative_subnetwork() {
     let x = f.get("input").unwrap();
 
     let eval = net.forward_t(x, false).unwrap();
-    assert!(rel_err(&eval, f.get("logits_eval").unwrap(), 1e-3) < 1e-4);
+    assert!(rel_err(&eval, f.get("logits_eval").unwrap(), 1e-3) < tol(1e-4));
 
     let train = net.forward_t(x, true).unwrap();
-    assert!(rel_err(&train, f.get("logits_train").unwrap(), 1e-3) < 1e-3);
+    assert!(rel_err(&train, f.get("logits_train").unwrap(), 1e-3) < tol(1e-3));
     // Running statistics after one training-mode pass (momentum 0.1,
     // unbiased variance).
     let data = varmap.data().lock().unwrap();
@@ -122,7 +132,7 @@ fn tiny_unet_matches_draem_discriminative_subnetwork() {
     for (name, var) in data.iter() {
         if name.ends_with("running_mean") || name.ends_with("running_var") {
             let want = f.get(&format!("after_train.{name}")).unwrap();
-            assert!(rel_err(var.as_tensor(), want, 1e-2) < 1e-3, "{name}");
+            assert!(rel_err(var.as_tensor(), want, 1e-2) < tol(1e-3), "{name}");
             checked += 1;
         }
     }
@@ -138,7 +148,7 @@ fn tiny_unet_focal_gradients_and_adam_step_match_pytorch() {
     let logits = net.forward_t(x, true).unwrap();
     let loss = focal_loss(&logits, mask, 2.0, None, 1e-5).unwrap();
     let want = vec(f.get("loss_train").unwrap())[0];
-    assert!((loss.to_scalar::<f32>().unwrap() - want).abs() < 1e-5 * want.max(1.0));
+    assert!((loss.to_scalar::<f32>().unwrap() - want).abs() < tol(1e-5) * want.max(1.0));
     let grads = loss.backward().unwrap();
 
     let mut params: Vec<(String, candle_core::Var)> = varmap
@@ -162,13 +172,13 @@ fn tiny_unet_focal_gradients_and_adam_step_match_pytorch() {
         let ours_max = vec(g).iter().fold(0f32, |m, v| m.max(v.abs()));
         if vec(want).iter().all(|v| v.abs() < 1e-6) {
             assert!(
-                ours_max < 1e-6,
+                ours_max < tol(1e-6),
                 "{name} should have a ~0 gradient, got {ours_max}"
             );
             noise_only.push(name.clone());
         } else {
             let e = rel_err(g, want, 1e-6);
-            assert!(e < 2e-3, "gradient of {name}: relative error {e}");
+            assert!(e < tol(2e-3), "gradient of {name}: relative error {e}");
         }
     }
     assert_eq!(
@@ -195,6 +205,9 @@ fn tiny_unet_focal_gradients_and_adam_step_match_pytorch() {
         let max = vec(&(var.as_tensor() - want).unwrap().abs().unwrap())
             .into_iter()
             .fold(0f32, f32::max);
-        assert!(max < 1e-6, "{name} after one Adam step: max diff {max}");
+        assert!(
+            max < tol(1e-6),
+            "{name} after one Adam step: max diff {max}"
+        );
     }
 }

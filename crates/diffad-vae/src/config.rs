@@ -1,7 +1,7 @@
 //! Architecture of an [`AutoencoderKl`](crate::AutoencoderKl), with the field names of
 //! diffusers' `AutoencoderKL` config.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +83,35 @@ impl AutoencoderKlConfig {
             })?;
         Self::from_diffusers_value(&json)
             .map_err(|reason| Error::Config(format!("{}: {reason}", path.display())))
+    }
+
+    /// The diffusers `AutoencoderKL` `config.json` of this architecture (what
+    /// `AutoencoderKL.from_pretrained` reads; [`from_diffusers_json`](Self::from_diffusers_json)
+    /// reads it back). `scaling_factor` is 1: DiffAD's diffusion model runs on the
+    /// unscaled posterior mean (`docs/reference.md` §3), so a diffusers pipeline must not
+    /// rescale the latents either. `sample_size` (the image side, only a default for
+    /// pipelines) is left to the caller to add.
+    pub fn to_diffusers_json(&self) -> String {
+        let levels = self.block_out_channels.len();
+        let v = serde_json::json!({
+            "_class_name": "AutoencoderKL",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "down_block_types": vec!["DownEncoderBlock2D"; levels],
+            "up_block_types": vec!["UpDecoderBlock2D"; levels],
+            "block_out_channels": self.block_out_channels,
+            "layers_per_block": self.layers_per_block,
+            "act_fn": "silu",
+            "latent_channels": self.latent_channels,
+            "norm_num_groups": self.norm_num_groups,
+            "scaling_factor": 1.0,
+            "force_upcast": true,
+            "use_quant_conv": self.use_quant_conv,
+            "use_post_quant_conv": self.use_post_quant_conv,
+            "mid_block_add_attention": self.mid_block_add_attention,
+        });
+        // A json! value of plain literals always serialises.
+        serde_json::to_string_pretty(&v).unwrap_or_default()
     }
 
     fn from_diffusers_value(json: &serde_json::Value) -> std::result::Result<Self, String> {
@@ -184,6 +213,71 @@ impl AutoencoderKlConfig {
     }
 }
 
+/// The `config.json` of a diffusers model folder.
+pub const DIFFUSERS_CONFIG: &str = "config.json";
+
+/// The weights files a diffusers model folder may hold, in order of preference
+/// (`save_pretrained` writes the first; some single-model repositories ship the second).
+pub const DIFFUSERS_WEIGHTS: [&str; 2] =
+    ["diffusion_pytorch_model.safetensors", "model.safetensors"];
+
+/// A diffusers `AutoencoderKL` folder (as written by `save_pretrained`): its
+/// `config.json`, the architecture read from it, and its safetensors weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffusersFolder {
+    /// `<dir>/config.json`.
+    pub config_file: PathBuf,
+    /// `<dir>/diffusion_pytorch_model.safetensors`, else `<dir>/model.safetensors`.
+    pub weights_file: PathBuf,
+    /// The architecture of `config.json`.
+    pub config: AutoencoderKlConfig,
+}
+
+impl DiffusersFolder {
+    /// Finds the files of the diffusers folder `dir` and reads its architecture. A
+    /// missing `config.json` or weights file is an [`Error::Io`] naming the file that
+    /// was looked for; an unsupported config an [`Error::Config`] naming `config.json`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config_file = dir.join(DIFFUSERS_CONFIG);
+        if !config_file.is_file() {
+            let hint = if dir.join("vae").join(DIFFUSERS_CONFIG).is_file() {
+                " (this looks like a pipeline folder: use its vae/ subfolder)"
+            } else {
+                ""
+            };
+            return Err(Error::io(
+                config_file,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("a diffusers AutoencoderKL folder needs its {DIFFUSERS_CONFIG}{hint}"),
+                ),
+            ));
+        }
+        let weights_file = DIFFUSERS_WEIGHTS
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::io(
+                    dir.join(DIFFUSERS_WEIGHTS[0]),
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!(
+                            "a diffusers AutoencoderKL folder needs its weights ({} or {})",
+                            DIFFUSERS_WEIGHTS[0], DIFFUSERS_WEIGHTS[1]
+                        ),
+                    ),
+                )
+            })?;
+        let config = AutoencoderKlConfig::from_diffusers_json(&config_file)?;
+        Ok(Self {
+            config_file,
+            weights_file,
+            config,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +309,35 @@ mod tests {
         assert_eq!(c.layers_per_block, 2);
         assert_eq!(c.norm_num_groups, 4);
         assert_eq!(c.downsample_factor(), 4);
+    }
+
+    #[test]
+    fn diffusers_json_round_trips() {
+        for c in [
+            AutoencoderKlConfig::diffad(),
+            AutoencoderKlConfig {
+                mid_block_add_attention: false,
+                use_quant_conv: false,
+                latent_channels: 16,
+                ..AutoencoderKlConfig::tiny()
+            },
+        ] {
+            let json: serde_json::Value = serde_json::from_str(&c.to_diffusers_json()).unwrap();
+            assert_eq!(json["scaling_factor"], 1.0);
+            assert_eq!(json["_class_name"], "AutoencoderKL");
+            assert_eq!(AutoencoderKlConfig::from_diffusers_value(&json).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn a_folder_without_config_json_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("diffad-vae-no-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = DiffusersFolder::open(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path.ends_with("config.json")),
+            "{err}"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //!   Stable Diffusion VAE — loads without renaming ([`AutoencoderKl::load`]); strict,
 //!   atomic safetensors I/O ([`checkpoint`]);
 //! * [`AutoencoderKlConfig::diffad`] (the released `kl.yaml`) and small configs for tests;
+//!   diffusers `config.json` reading and writing, and whole diffusers folders
+//!   ([`DiffusersFolder`], [`AutoencoderKl::from_pretrained`]);
 //! * [`DiagonalGaussian`]: the posterior with `mean`, `logvar` (clamped to `[−30, 20]`),
 //!   `std`, reproducible `sample`s, `mode()` and `kl()`, and [`LatentCodec`]: the
 //!   image ↔ latent interface the diffusion and segmentation stages use, so any codec can
@@ -48,7 +50,7 @@ pub mod model;
 pub mod synthetic;
 pub mod train;
 
-pub use config::AutoencoderKlConfig;
+pub use config::{AutoencoderKlConfig, DiffusersFolder};
 pub use diffad_nn::checkpoint;
 /// The posterior and the image ↔ latent codec trait, defined in `diffad-nn` (so the
 /// diffusion crate shares them without depending on this crate).

@@ -30,7 +30,7 @@ use diffad_nn::{
 use diffad_nn::checkpoint;
 use diffad_nn::latent::{DiagonalGaussian, LatentCodec};
 
-use crate::config::AutoencoderKlConfig;
+use crate::config::{AutoencoderKlConfig, DiffusersFolder};
 use crate::error::{Error, Result};
 
 /// GroupNorm ε everywhere in diffusers' VAE.
@@ -408,6 +408,15 @@ impl AutoencoderKl {
         let model = Self::new(config, 0, device)?;
         model.load_weights(path)?;
         Ok(model)
+    }
+
+    /// Loads a diffusers `AutoencoderKL` folder (`config.json` and
+    /// `diffusion_pytorch_model.safetensors`, as `save_pretrained` writes it): the
+    /// architecture comes from `config.json` ([`DiffusersFolder::open`] lists the errors),
+    /// the weights load strictly as in [`load`](Self::load).
+    pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let folder = DiffusersFolder::open(dir.as_ref())?;
+        Self::load(folder.config, &folder.weights_file, device)
     }
 
     /// Replaces the weights with those of a safetensors file (strict, all-or-nothing).

@@ -17,8 +17,9 @@
 //! through its `x86-v4` feature, chosen at run time). Nothing is kept for the backward pass
 //! but the input and the weight.
 //!
-//! Every other case (CUDA, half precision, grouped convolutions) uses Candle's `conv2d`,
-//! with a workaround for its backward's shape bug (see [`candle_conv2d`]).
+//! Every other case (CUDA, half precision, grouped convolutions, or the CPU with
+//! `runtime::set_generic_ops(true)`) uses Candle's `conv2d` plus a broadcast bias, with a
+//! workaround for its backward's shape bug (see [`candle_conv2d`]).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
@@ -784,7 +785,7 @@ pub(crate) fn conv2d(
     dilation: usize,
     groups: usize,
 ) -> candle_core::Result<Tensor> {
-    let fast = x.device().is_cpu()
+    let fast = crate::runtime::cpu_kernels(x.device())
         && groups == 1
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && x.dtype() == weight.dtype()

@@ -8,7 +8,8 @@
 //!
 //! SiLU is `y = x · σ(x)` with `σ(x) = 1 / (1 + exp(-x))`, and its backward
 //! `dx = dy · σ(x) · (1 + x (1 - σ(x)))`; one pass each instead of Candle's scalar `exp`.
-//! `f64` tensors use the exact `exp`.
+//! `f64` tensors use the exact `exp`. Other devices and dtypes (and the CPU with
+//! `runtime::set_generic_ops(true)`) use Candle's `silu`, same value and gradient.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -233,7 +234,7 @@ impl CustomOp2 for Silu {
 /// SiLU with a backward: the kernel above on the CPU for `f32`/`f64`, Candle's `silu`
 /// otherwise.
 pub(crate) fn silu(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+    if crate::runtime::cpu_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64) {
         x.contiguous()?.apply_op1(Silu)
     } else {
         x.silu()
@@ -279,7 +280,8 @@ mod tests {
                 .unwrap()
                 .to_dtype(dtype)
                 .unwrap();
-            let ours = silu(&x).unwrap();
+            // The kernel itself, whatever `runtime::set_generic_ops` says.
+            let ours = x.apply_op1(Silu).unwrap();
             let theirs = x.silu().unwrap();
             let go = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gt = (&theirs * &r)

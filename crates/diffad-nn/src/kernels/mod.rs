@@ -3,7 +3,9 @@
 //!
 //! As in burn (`burn-nn` holds the layers, `burn-ndarray/ops` the kernels), the layers of
 //! this crate decide *when* a kernel applies (CPU device, `f32`/`f64`, one group, ...) and
-//! fall back to Candle's ops otherwise; the kernels only compute. Imports run one way:
+//! fall back to Candle's ops otherwise, and on the CPU too when
+//! [`crate::runtime::set_generic_ops`] forces the device-generic path (every dispatch point
+//! asks `runtime::cpu_kernels`); the kernels only compute. Imports run one way:
 //! layers use kernels, kernels never use layers, and inside this folder
 //!
 //! ```text

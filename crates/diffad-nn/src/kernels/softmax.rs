@@ -4,8 +4,8 @@
 //! `f64`), and `dx_i = y_i · (dy_i - Σ_j dy_j y_j)` in one more, instead of the five
 //! whole-tensor passes (and their backward passes) of `candle_nn::ops::softmax`. The
 //! attention scores of the UNet at 32x32 are `B·heads·1024²` values, so this matters.
-//! Other devices and dtypes use `candle_nn::ops::softmax`, which has the same value and
-//! gradient.
+//! Other devices and dtypes (and the CPU with `runtime::set_generic_ops(true)`) use
+//! `candle_nn::ops::softmax`, which has the same value and gradient.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, WithDType, D};
 use rayon::prelude::*;
@@ -117,7 +117,10 @@ impl CustomOp2 for SoftmaxLastDim {
 /// Softmax over the last dimension with a backward: the fused kernel on the CPU for
 /// `f32`/`f64`, `candle_nn::ops::softmax(.., D::Minus1)` otherwise.
 pub(crate) fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() > 0 {
+    if crate::runtime::cpu_kernels(x.device())
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.rank() > 0
+    {
         x.contiguous()?.apply_op1(SoftmaxLastDim)
     } else {
         candle_nn::ops::softmax(x, D::Minus1)
@@ -137,7 +140,8 @@ mod tests {
         let x = Var::from_tensor(&Tensor::from_vec(v, (3, 4, 5), &Device::Cpu).unwrap()).unwrap();
         let r: Vec<f64> = (0..60).map(|i| ((i * 7 % 11) as f64) - 5.0).collect();
         let r = Tensor::from_vec(r, (3, 4, 5), &Device::Cpu).unwrap();
-        let ours = softmax_last_dim(&x).unwrap();
+        // The kernel itself, whatever `runtime::set_generic_ops` says.
+        let ours = x.apply_op1(SoftmaxLastDim).unwrap();
         let theirs = candle_nn::ops::softmax(&x, D::Minus1).unwrap();
         let max = |t: Tensor| -> f64 { t.abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
         assert!(max((&ours - &theirs).unwrap()) < 1e-15);
