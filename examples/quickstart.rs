@@ -63,7 +63,7 @@ fn main() -> diffad::Result<()> {
         &EvalOptions::default(),
         &mut diffad::nn::progress::Silent,
     )?;
-    println!("{}", result.metrics.report);
+    println!("{}", result.metrics);
     println!("outputs in {}", work.join("eval").display());
     Ok(())
 }

@@ -195,10 +195,13 @@ pub struct MvtecClass {
 }
 
 impl MvtecClass {
-    /// Lists a class folder. It must hold `train/good` or `test/` (or both);
-    /// every defective test image must have `ground_truth/<defect>/<stem>_mask.png`
-    /// ([`Error::MissingMask`]), and every mask must match a test image
-    /// ([`Error::OrphanMask`]). Empty image folders are [`Error::EmptyFolder`].
+    /// Lists a class folder. It must hold `train/good` or `test/` (or both).
+    /// With a `ground_truth/` folder, every defective test image must have
+    /// `ground_truth/<defect>/<stem>_mask.png` ([`Error::MissingMask`]) and
+    /// every mask must match a test image ([`Error::OrphanMask`]); without one
+    /// the test images have no masks ([`MvtecClass::has_masks`] is false) and
+    /// only image-level metrics can be computed. Empty image folders are
+    /// [`Error::EmptyFolder`].
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::Layout {
@@ -244,6 +247,14 @@ impl MvtecClass {
         Ok(class)
     }
 
+    /// Whether every anomalous test image has a ground-truth mask (false for
+    /// a test split without a `ground_truth/` folder).
+    pub fn has_masks(&self) -> bool {
+        self.test
+            .iter()
+            .all(|s| !s.is_anomalous() || s.mask.is_some())
+    }
+
     /// Defect types of the test split, sorted, `good` included.
     pub fn defects(&self) -> Vec<String> {
         let set: BTreeSet<&str> = self.test.iter().map(|s| s.defect.as_str()).collect();
@@ -260,6 +271,7 @@ fn list_test(class_dir: &Path, test_dir: &Path) -> Result<Vec<TestSample>> {
         });
     }
     let gt_root = class_dir.join("ground_truth");
+    let masks_expected = gt_root.is_dir();
     let mut samples = Vec::new();
     for defect_dir in defect_dirs {
         let defect = file_stem(&defect_dir);
@@ -267,7 +279,7 @@ fn list_test(class_dir: &Path, test_dir: &Path) -> Result<Vec<TestSample>> {
         let mut stems = BTreeSet::new();
         for image in images {
             let stem = file_stem(&image);
-            let mask = if defect == GOOD {
+            let mask = if defect == GOOD || !masks_expected {
                 None
             } else {
                 let gt_dir = gt_root.join(&defect);

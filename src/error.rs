@@ -106,6 +106,16 @@ pub enum Error {
         /// The stage that writes it.
         stage: Stage,
     },
+    /// One class of a multi-class benchmark failed (`crate::benchmark`).
+    #[error("class `{class}` ({path}): {source}")]
+    Class {
+        /// The class name.
+        class: String,
+        /// Its data folder.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<Error>,
+    },
     /// A JSON file could not be read or written.
     #[error("{path}: {source}")]
     Json {

@@ -108,8 +108,17 @@ pub fn evaluate(
     let config = model.config();
     let size = config.data.image_size;
     let batch = config.inference.batch_size;
-    let mut evaluator =
-        diffad_metrics::Evaluator::with_options(config.inference.score_kernel, 0.3)?;
+    // Without ground-truth masks only the image-level metrics exist.
+    let masked = class.has_masks();
+    let mut evaluator = if masked {
+        Some(diffad_metrics::Evaluator::with_options(
+            config.inference.score_kernel,
+            0.3,
+        )?)
+    } else {
+        None
+    };
+    let mut image_only = diffad_metrics::ImageMetrics::new();
     let maps_dir = out.join("anomaly_maps");
     let overlays_dir = out.join("overlays");
     progress.start(Some(class.test.len() as u64), 0);
@@ -138,8 +147,14 @@ pub fn evaluate(
                 )?);
             }
             let truth = mask.to_bool();
-            let score = evaluator.add_view(&sample.defect, p.map.view(), truth.view())?;
-            if let Some(t) = &options.thresholds {
+            let score = match &mut evaluator {
+                Some(e) => e.add_view(&sample.defect, p.map.view(), truth.view())?,
+                None => {
+                    image_only.push_defect(&sample.defect, p.score, sample.is_anomalous())?;
+                    p.score
+                }
+            };
+            if let (Some(t), true) = (&options.thresholds, masked) {
                 for (&v, &anomalous) in p.map.as_slice().iter().zip(truth.iter()) {
                     match (v >= t.pixel, anomalous) {
                         (true, true) => pixel_counts[0] += 1,
@@ -182,7 +197,10 @@ pub fn evaluate(
         }
     }
     progress.finish();
-    let mut metrics = Metrics::new(&class.name, evaluator.finish()?);
+    let mut metrics = match evaluator {
+        Some(e) => Metrics::new(&class.name, e.finish()?),
+        None => Metrics::image_only(&class.name, image_only.finish()?),
+    };
     // An exact reconstruction has an infinite PSNR; the mean stays finite
     // (JSON has no infinity) by capping each image at 100 dB.
     metrics.reconstruction_psnr = (!good_psnr.is_empty())
@@ -199,12 +217,9 @@ pub fn evaluate(
         }
         metrics.at_thresholds = Some(ThresholdedMetrics {
             image: Decisions::from_counts(t.image, counts[0], counts[1], counts[2]),
-            pixel: Decisions::from_counts(
-                t.pixel,
-                pixel_counts[0],
-                pixel_counts[1],
-                pixel_counts[2],
-            ),
+            pixel: masked.then(|| {
+                Decisions::from_counts(t.pixel, pixel_counts[0], pixel_counts[1], pixel_counts[2])
+            }),
         });
     }
     let scores_csv = out.join("scores.csv");

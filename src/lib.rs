@@ -24,7 +24,9 @@
 //! * [`photo_data`]: the real-photograph benchmark (six surfaces, five
 //!   defect kinds DRAEM's synthesis never makes) and [`baseline`], the
 //!   raw-pixel patch nearest-neighbour detector it is measured against;
-//! * [`export`]: a run's VAE, denoiser and sampler as diffusers folders.
+//! * [`export`]: a run's VAE, denoiser and sampler as diffusers folders;
+//! * [`benchmark`]: every class of an MVTec AD root at once (train,
+//!   evaluate, `summary.csv` and `summary.md`).
 //!
 //! Long tasks report progress through [`diffad_nn::progress::Progress`]
 //! (see [`train::ProgressFactory`]); the library prints nothing, and
@@ -41,6 +43,7 @@
 //! every stage of the tiny configuration, evaluate.
 
 pub mod baseline;
+pub mod benchmark;
 pub mod config;
 pub mod data;
 pub mod demo_data;

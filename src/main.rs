@@ -80,6 +80,29 @@ enum Command {
         #[arg(long)]
         no_overlays: bool,
     },
+    /// Train (resuming what is done) and evaluate every class of an MVTec AD
+    /// root, one run per class in `<out>/<class>`, and write
+    /// `<out>/summary.csv` and `<out>/summary.md`.
+    Benchmark {
+        /// MVTec AD root (one folder per class) or a single class folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Runs folder (created; reopened if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Classes to run, comma-separated (default: all, sorted by name).
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
+        /// `paper`, `tiny` or a TOML file (default: each run's saved config, else `paper`).
+        #[arg(long)]
+        config: Option<String>,
+        /// Skip the TIFF anomaly maps.
+        #[arg(long)]
+        no_maps: bool,
+        /// Skip the PNG overlays.
+        #[arg(long)]
+        no_overlays: bool,
+    },
     /// Anomaly maps and scores of images.
     Predict {
         /// Run directory made by `diffad train`.
@@ -267,6 +290,23 @@ fn run(cli: &Cli) -> Result<()> {
             };
             eval(&run, &class, &out, &device, &options, progress)
         }
+        Command::Benchmark {
+            data,
+            out,
+            classes,
+            config,
+            no_maps,
+            no_overlays,
+        } => {
+            let device = parse_device(&cli.device)?;
+            let options = diffad::benchmark::BenchmarkOptions {
+                config: config.as_deref().map(Config::load).transpose()?,
+                classes: classes.clone(),
+                anomaly_maps: !no_maps,
+                overlays: !no_overlays,
+            };
+            benchmark(data, out, &options, &device, progress)
+        }
         Command::Predict {
             run,
             out,
@@ -394,29 +434,24 @@ fn eval(
         options,
         Bar::boxed(progress, "eval").as_mut(),
     )?;
-    println!("{}", result.metrics.report);
+    println!("{}", result.metrics);
     println!(
-        "class {}: image AUROC {:.1}  pixel AUROC {:.1}  pixel AP {:.1}  AU-PRO {:.1}  pixel F1-max {:.1}  ({:.3} s/image)",
-        result.metrics.class,
-        100.0 * result.metrics.image_auroc,
-        100.0 * result.metrics.pixel_auroc,
-        100.0 * result.metrics.pixel_ap,
-        100.0 * result.metrics.aupro,
-        100.0 * result.metrics.pixel_f1_max,
-        result.seconds_per_image,
+        "{}  ({:.3} s/image)",
+        result.metrics.headline(),
+        result.seconds_per_image
     );
     if let Some(t) = &result.metrics.at_thresholds {
-        println!(
-            "stored thresholds: image {:.4} (precision {:.1}, recall {:.1}, F1 {:.1})  pixel {:.4} (precision {:.1}, recall {:.1}, F1 {:.1})",
-            t.image.threshold,
-            100.0 * t.image.precision,
-            100.0 * t.image.recall,
-            100.0 * t.image.f1,
-            t.pixel.threshold,
-            100.0 * t.pixel.precision,
-            100.0 * t.pixel.recall,
-            100.0 * t.pixel.f1,
-        );
+        let show = |d: &diffad::report::Decisions| {
+            format!(
+                "{:.4} (precision {:.1}, recall {:.1}, F1 {:.1})",
+                d.threshold,
+                100.0 * d.precision,
+                100.0 * d.recall,
+                100.0 * d.f1
+            )
+        };
+        let pixel = t.pixel.as_ref().map_or("- (no masks)".to_string(), show);
+        println!("stored thresholds: image {}  pixel {pixel}", show(&t.image));
     }
     println!("wrote {}", result.metrics_json.display());
     println!("wrote {}", result.scores_csv.display());
@@ -426,6 +461,40 @@ fn eval(
     if options.overlays {
         println!("wrote {}/", result.overlays_dir.display());
     }
+    Ok(())
+}
+
+fn benchmark(
+    data: &Path,
+    out: &Path,
+    options: &diffad::benchmark::BenchmarkOptions,
+    device: &Device,
+    progress: bool,
+) -> Result<()> {
+    let summary = diffad::benchmark::run_benchmark(data, out, options, device, &mut |label| {
+        Bar::boxed(progress, label)
+    })?;
+    for class in &summary.classes {
+        let trained: Vec<&str> = class
+            .stages
+            .iter()
+            .filter(|s| !s.skipped)
+            .map(|s| s.stage.name())
+            .collect();
+        eprintln!(
+            "{}: {} ({})",
+            class.row.name,
+            if trained.is_empty() {
+                "already trained".to_string()
+            } else {
+                format!("trained {}", trained.join(", "))
+            },
+            class.run.display()
+        );
+    }
+    print!("{}", diffad::benchmark::summary_markdown(&summary.rows()));
+    println!("wrote {}", summary.summary_csv.display());
+    println!("wrote {}", summary.summary_md.display());
     Ok(())
 }
 
@@ -561,18 +630,13 @@ fn baseline(data: &Path, out: &Path, size: Option<usize>) -> Result<()> {
     let class = MvtecClass::open_for_eval(data)?;
     let config = diffad::baseline::PatchKnnConfig::default();
     let result = diffad::baseline::evaluate_baseline(&class, size, out, &config)?;
-    println!("{}", result.metrics.report);
+    println!("{}", result.metrics);
     println!(
-        "class {} (patch kNN baseline, {} memory patches at {}x{}): image AUROC {:.1}  pixel AUROC {:.1}  pixel AP {:.1}  AU-PRO {:.1}  pixel F1-max {:.1}  ({:.3} s/image)",
-        result.metrics.class,
+        "{} (patch kNN baseline, {} memory patches at {}x{}; {:.3} s/image)",
+        result.metrics.headline(),
         result.memory_len,
         result.size,
         result.size,
-        100.0 * result.metrics.image_auroc,
-        100.0 * result.metrics.pixel_auroc,
-        100.0 * result.metrics.pixel_ap,
-        100.0 * result.metrics.aupro,
-        100.0 * result.metrics.pixel_f1_max,
         result.seconds_per_image,
     );
     println!("wrote {}", result.metrics_json.display());

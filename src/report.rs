@@ -56,7 +56,10 @@ pub fn write_scores_csv(path: &Path, rows: &[ScoreRow]) -> Result<()> {
 }
 
 /// The summary written to `metrics.json`: headline numbers first, then the
-/// full report of [`diffad_metrics::Report`] (per defect type).
+/// full report of [`diffad_metrics::Report`] (per defect type). A test set
+/// without ground-truth masks has image-level numbers only: the pixel ones
+/// are `None` (`null` in the JSON) and [`Metrics::image_report`] holds the
+/// per-defect image metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// The class evaluated.
@@ -67,14 +70,14 @@ pub struct Metrics {
     pub image_auroc: f64,
     /// Image-level F1-max.
     pub image_f1_max: f64,
-    /// Pixel-level AUROC over all pooled pixels.
-    pub pixel_auroc: f64,
-    /// Pixel-level average precision.
-    pub pixel_ap: f64,
-    /// AU-PRO up to FPR 0.3, normalised.
-    pub aupro: f64,
-    /// Pixel-level F1-max.
-    pub pixel_f1_max: f64,
+    /// Pixel-level AUROC over all pooled pixels (needs masks).
+    pub pixel_auroc: Option<f64>,
+    /// Pixel-level average precision (needs masks).
+    pub pixel_ap: Option<f64>,
+    /// AU-PRO up to FPR 0.3, normalised (needs masks).
+    pub aupro: Option<f64>,
+    /// Pixel-level F1-max (needs masks).
+    pub pixel_f1_max: Option<f64>,
     /// Mean PSNR (dB) between the good test images and their reconstructions
     /// `x_r`: how well the VAE + LDM reproduce normal surfaces (higher is
     /// better). `None` without good test images.
@@ -84,8 +87,12 @@ pub struct Metrics {
     /// set, beside the oracle F1-max above; `None` for a run without them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_thresholds: Option<ThresholdedMetrics>,
-    /// Everything, per defect type.
-    pub report: diffad_metrics::Report,
+    /// Everything, per defect type (needs masks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<diffad_metrics::Report>,
+    /// The per-defect image metrics of a test set without masks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_report: Option<diffad_metrics::ImageReport>,
 }
 
 impl Metrics {
@@ -96,14 +103,48 @@ impl Metrics {
             images: report.image.images,
             image_auroc: report.image.auroc,
             image_f1_max: report.image.f1_max.f1,
-            pixel_auroc: report.pixel.auroc,
-            pixel_ap: report.pixel.average_precision,
-            aupro: report.pixel.aupro,
-            pixel_f1_max: report.pixel.f1_max.f1,
+            pixel_auroc: Some(report.pixel.auroc),
+            pixel_ap: Some(report.pixel.average_precision),
+            aupro: Some(report.pixel.aupro),
+            pixel_f1_max: Some(report.pixel.f1_max.f1),
             reconstruction_psnr: None,
             at_thresholds: None,
-            report,
+            report: Some(report),
+            image_report: None,
         }
+    }
+
+    /// Image-level numbers only, for a test set without ground-truth masks.
+    pub fn image_only(class: &str, report: diffad_metrics::ImageReport) -> Self {
+        Self {
+            class: class.to_owned(),
+            images: report.images,
+            image_auroc: report.auroc,
+            image_f1_max: report.f1_max.f1,
+            pixel_auroc: None,
+            pixel_ap: None,
+            aupro: None,
+            pixel_f1_max: None,
+            reconstruction_psnr: None,
+            at_thresholds: None,
+            report: None,
+            image_report: Some(report),
+        }
+    }
+
+    /// One line of headline numbers in percent (`-` where a value needs
+    /// masks the test set does not have).
+    pub fn headline(&self) -> String {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
+        format!(
+            "class {}: image AUROC {:.1}  pixel AUROC {}  pixel AP {}  AU-PRO {}  pixel F1-max {}",
+            self.class,
+            100.0 * self.image_auroc,
+            pct(self.pixel_auroc),
+            pct(self.pixel_ap),
+            pct(self.aupro),
+            pct(self.pixel_f1_max),
+        )
     }
 
     /// Writes pretty JSON atomically.
@@ -162,8 +203,49 @@ impl Decisions {
 pub struct ThresholdedMetrics {
     /// Image-level decisions.
     pub image: Decisions,
-    /// Pixel-level decisions, over all pooled pixels.
-    pub pixel: Decisions,
+    /// Pixel-level decisions, over all pooled pixels (needs masks).
+    pub pixel: Option<Decisions>,
+}
+
+impl std::fmt::Display for Metrics {
+    /// The per-defect table of [`diffad_metrics::Report`], or, without
+    /// masks, the image-level one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(report) = &self.report {
+            return write!(f, "{report}");
+        }
+        writeln!(
+            f,
+            "{:<20} {:>7} {:>8} {:>8}",
+            "defect type", "images", "I-AUROC", "I-AP"
+        )?;
+        if let Some(r) = &self.image_report {
+            writeln!(
+                f,
+                "{:<20} {:>7} {:>8.2} {:>8.2}",
+                "(all)",
+                r.images,
+                100.0 * r.auroc,
+                100.0 * r.average_precision
+            )?;
+            for (defect, d) in &r.per_defect {
+                let pct =
+                    |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}", 100.0 * v));
+                writeln!(
+                    f,
+                    "{:<20} {:>7} {:>8} {:>8}",
+                    defect,
+                    d.images,
+                    pct(d.auroc),
+                    pct(d.average_precision)
+                )?;
+            }
+        }
+        write!(
+            f,
+            "no ground-truth masks: pixel metrics need `ground_truth/<defect>/<stem>_mask.png`"
+        )
+    }
 }
 
 /// Where the MVTec AD evaluation script expects the map of a test image:
@@ -432,7 +514,7 @@ mod tests {
             .unwrap();
         let m = Metrics::new("demo", eval.finish().unwrap());
         assert_eq!(m.image_auroc, 1.0);
-        assert_eq!(m.pixel_auroc, 1.0);
+        assert_eq!(m.pixel_auroc, Some(1.0));
         let path = dir.path().join("metrics.json");
         m.write_json(&path).unwrap();
         assert_eq!(Metrics::read_json(&path).unwrap(), m);

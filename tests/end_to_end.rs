@@ -138,16 +138,18 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     assert!(psnr.is_finite() && psnr > 0.0, "{psnr}");
     for v in [
         m.image_auroc,
-        m.pixel_auroc,
-        m.pixel_ap,
-        m.aupro,
-        m.pixel_f1_max,
+        m.pixel_auroc.unwrap(),
+        m.pixel_ap.unwrap(),
+        m.aupro.unwrap(),
+        m.pixel_f1_max.unwrap(),
         m.image_f1_max,
     ] {
         assert!(v.is_finite() && (0.0..=1.0).contains(&v), "{m:?}");
     }
     let defects: Vec<&str> = m
         .report
+        .as_ref()
+        .unwrap()
         .image
         .per_defect
         .keys()
@@ -176,6 +178,35 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
         // The panel: x_a | x_r | x_inter | map | ground truth.
         assert_eq!(image::image_dimensions(&png).unwrap(), (5 * 32, 32));
     }
+
+    // A test split without `ground_truth/` gives the image-level metrics only.
+    let bare = work.path().join("bare").join("demo_wood");
+    for sample in &class.test {
+        let to = bare.join("test").join(&sample.defect);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::copy(&sample.image, to.join(sample.image.file_name().unwrap())).unwrap();
+    }
+    let bare_class = MvtecClass::open_for_eval(&bare).unwrap();
+    assert!(!bare_class.has_masks() && class.has_masks());
+    let bare_out = work.path().join("bare-eval");
+    let bare_result = evaluate(
+        &model,
+        &bare_class,
+        &bare_out,
+        &EvalOptions::default(),
+        &mut Silent,
+    )
+    .unwrap();
+    let b = &bare_result.metrics;
+    assert_eq!(b.image_auroc, m.image_auroc);
+    assert_eq!(b.image_f1_max, m.image_f1_max);
+    assert_eq!((b.pixel_auroc, b.pixel_ap, b.aupro), (None, None, None));
+    assert!(b.report.is_none() && b.image_report.is_some());
+    assert!(b.to_string().contains("pixel metrics need"), "{b}");
+    assert_eq!(
+        Metrics::read_json(&bare_out.join("metrics.json")).unwrap(),
+        *b
+    );
 
     // Prediction on a folder: recursive, mirrored outputs, raw scores without thresholds.
     let test_dir = class.root.join("test");
@@ -316,7 +347,7 @@ fn thresholds_are_set_on_held_out_good_images() {
         at.image.precision,
         at.image.recall,
         at.image.f1,
-        at.pixel.f1,
+        at.pixel.unwrap().f1,
     ] {
         assert!((0.0..=1.0).contains(&v), "{at:?}");
     }
