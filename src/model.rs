@@ -7,6 +7,7 @@
 use std::fmt;
 
 use candle_core::{Device, Tensor};
+use diffad_diffusion::ReconstructOptions;
 use diffad_seg::{anomaly_map, DiscriminativeUNet};
 
 use crate::config::Config;
@@ -151,24 +152,26 @@ impl DiffAd {
     /// Anomaly maps `(B, 1, H, W)` of a batch `(B, 3, H, W)` in `[0, 1]`.
     ///
     /// The reverse process of every image starts from the same seeded noise
-    /// (stream 0 of [`seeds::RECONSTRUCTION`]) and runs the UNet on that image
-    /// alone, so an image's map is bit-identical whatever batch it is in (a
-    /// batched UNet forward differs in the last bits: the matrix products take
-    /// other kernel paths at other batch sizes); the VAE and the segmenter run
-    /// on the whole batch.
+    /// (stream 0 of [`seeds::RECONSTRUCTION`], `ReconstructOptions::shared_stream`)
+    /// and the whole batch goes through the VAE, every DDIM step of the UNet
+    /// (which embeds the shared timestep once) and the segmenter, so an image's
+    /// map is bit-identical to the one it gets alone, whatever batch it is in.
     pub fn anomaly_maps(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.run(x)?.0)
     }
 
     /// The anomaly maps of a batch and the reconstruction they came from.
     fn run(&self, x: &Tensor) -> Result<(Tensor, Reconstructed)> {
-        let opts = reconstruct_options(
-            &self.config,
-            self.config.inference.ddim_steps,
-            seeds::mix(self.config.seed, seeds::RECONSTRUCTION),
-            0,
-        );
-        let rec = self.reconstructor.reconstruct_each(x, &opts)?;
+        let opts = ReconstructOptions {
+            shared_stream: true,
+            ..reconstruct_options(
+                &self.config,
+                self.config.inference.ddim_steps,
+                seeds::mix(self.config.seed, seeds::RECONSTRUCTION),
+                0,
+            )
+        };
+        let rec = self.reconstructor.reconstruct(x, &opts)?;
         let input = self
             .reconstructor
             .input()

@@ -37,6 +37,7 @@ pub(crate) fn reconstruct_options(
         condition_t: config.inference.condition_noise_step,
         seed,
         sample_offset: offset,
+        shared_stream: false,
     }
 }
 
@@ -84,30 +85,6 @@ impl Reconstructor {
     ) -> Result<Reconstructed> {
         let c = self.vae.encode(x_a)?;
         let z_r = reconstruct(&self.unet, &self.ddim, &c, opts)?;
-        self.finish(&c, &z_r)
-    }
-
-    /// Reconstructs a batch with every sample drawing from the same stream
-    /// `opts.sample_offset` and denoised on its own, so a sample's result is
-    /// bit-identical to the one it has alone in a batch of one (inference).
-    pub(crate) fn reconstruct_each(
-        &self,
-        x_a: &Tensor,
-        opts: &ReconstructOptions,
-    ) -> Result<Reconstructed> {
-        let b = x_a.dims4()?.0;
-        let c = self.vae.encode(x_a)?;
-        let z_r = (0..b)
-            .map(|i| {
-                Ok(reconstruct(
-                    &self.unet,
-                    &self.ddim,
-                    &c.narrow(0, i, 1)?,
-                    opts,
-                )?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let z_r = Tensor::cat(&z_r, 0)?;
         self.finish(&c, &z_r)
     }
 

@@ -46,6 +46,13 @@ pub struct ReconstructOptions {
     /// Stream index of the first sample of the batch (e.g. its index in the data set), so
     /// a sample gets the same noise whichever batch it is in.
     pub sample_offset: u64,
+    /// Every sample draws from the one stream `sample_offset` (the same noise for all)
+    /// instead of `sample_offset + i`. With [`crate::UNet`], which embeds a timestep
+    /// shared by the batch once, a sample's result is then bit-identical to the one it
+    /// gets alone in a batch of one, wherever it sits in the batch (inference on
+    /// unrelated images, whole batches through the denoiser).
+    #[serde(default)]
+    pub shared_stream: bool,
 }
 
 impl Default for ReconstructOptions {
@@ -57,6 +64,7 @@ impl Default for ReconstructOptions {
             condition_t: None,
             seed: 0,
             sample_offset: 0,
+            shared_stream: false,
         }
     }
 }
@@ -106,7 +114,10 @@ pub fn reconstruct(
     };
     let (dtype, device) = (condition.dtype(), condition.device());
     let mut rngs: Vec<ChaCha8Rng> = (0..b as u64)
-        .map(|i| sample_rng(opts.seed, RECONSTRUCT_PURPOSE, opts.sample_offset + i))
+        .map(|i| {
+            let stream = if opts.shared_stream { 0 } else { i };
+            sample_rng(opts.seed, RECONSTRUCT_PURPOSE, opts.sample_offset + stream)
+        })
         .collect();
     let per_sample = [c, h, w];
     let initial = gaussian_per_sample(&mut rngs, &per_sample, dtype, device)?;

@@ -620,7 +620,18 @@ impl UNet {
                 timesteps.dims(),
             ));
         }
-        let t_emb = self.time_proj.forward(timesteps)?.to_dtype(x.dtype())?;
+        // One timestep for the whole batch (every sampler step): embed it once, so each
+        // sample's result is the one it has in a batch of one (the embedding MLP and the
+        // res blocks' projections are matrix products whose rounding depends on the
+        // number of rows).
+        let steps = timesteps.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let shared = steps.windows(2).all(|w| w[0] == w[1]);
+        let timesteps = if shared && b > 1 {
+            timesteps.narrow(0, 0, 1)?
+        } else {
+            timesteps.clone()
+        };
+        let t_emb = self.time_proj.forward(&timesteps)?.to_dtype(x.dtype())?;
         let emb = self.time_embedding.forward(&t_emb)?;
 
         let mut h = self.conv_in.forward(x)?;

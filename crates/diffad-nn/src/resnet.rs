@@ -102,7 +102,9 @@ impl ResnetBlock2D {
     }
 
     /// Applies the block to `x` `(B, in, H, W)` with an optional time embedding `temb`
-    /// `(B, temb_channels)`; `train` turns dropout on.
+    /// `(B, temb_channels)`, or `(1, temb_channels)` shared by the whole batch (one
+    /// timestep for every sample: the projection then runs once, so a sample's result does
+    /// not depend on the batch size); `train` turns dropout on.
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let (b, _, _, _) = expect_nchw("ResnetBlock2D", x, self.config.in_channels)?;
         let h = crate::norm::silu(&self.norm1.forward(x)?)?;
@@ -110,7 +112,7 @@ impl ResnetBlock2D {
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
                 let tc = proj.in_features();
-                if t.dims() != [b, tc] {
+                if t.dims() != [b, tc] && t.dims() != [1, tc] {
                     return Err(Error::shape(
                         "ResnetBlock2D",
                         format!("temb ({b}, {tc})"),
