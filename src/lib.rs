@@ -18,6 +18,9 @@
 //! * [`seeds`]: the one seeding scheme (named salts);
 //! * [`predict`]: prediction on folders (mirrored outputs, `predictions.csv`)
 //!   with the run's [`thresholds`], which turn scores into decisions;
+//! * [`diagnose`]: where the quality goes, stage by stage (VAE PSNR,
+//!   whether `x_r` removes synthetic defects, segmenter on synthetic versus
+//!   real defects), `diagnosis.json`;
 //! * [`eval`] and [`report`]: `metrics.json`, `scores.csv`, float32 TIFF
 //!   anomaly maps in the MVTec evaluation layout, PNG overlays;
 //! * [`demo_data`]: a procedural MVTec-layout dataset for the demo;
@@ -47,6 +50,7 @@ pub mod benchmark;
 pub mod config;
 pub mod data;
 pub mod demo_data;
+pub mod diagnose;
 pub mod error;
 pub mod eval;
 pub mod export;

@@ -80,6 +80,26 @@ enum Command {
         #[arg(long)]
         no_overlays: bool,
     },
+    /// Measure where the quality goes, stage by stage: VAE reconstruction
+    /// PSNR, whether x_r removes synthetic defects (PSNR inside and outside
+    /// the mask), the segmenter on synthetic versus real defects.
+    Diagnose {
+        /// Run directory made by `diffad train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// MVTec class folder with good test images (and `ground_truth/` for real defects).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output folder for `diagnosis.json` (default `<run>/diagnosis`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Synthetic anomalies, pasted on copies of the good test images.
+        #[arg(long, default_value_t = 16)]
+        synthetic: usize,
+        /// Training images whose VAE round trip is measured.
+        #[arg(long, default_value_t = 16)]
+        max_train: usize,
+    },
     /// Train (resuming what is done) and evaluate every class of an MVTec AD
     /// root, one run per class in `<out>/<class>`, and write
     /// `<out>/summary.csv` and `<out>/summary.md`.
@@ -289,6 +309,29 @@ fn run(cli: &Cli) -> Result<()> {
                 thresholds: Thresholds::load(run.root())?,
             };
             eval(&run, &class, &out, &device, &options, progress)
+        }
+        Command::Diagnose {
+            run,
+            data,
+            out,
+            synthetic,
+            max_train,
+        } => {
+            let device = parse_device(&cli.device)?;
+            let run = RunDir::open(run)?;
+            let class = MvtecClass::open_for_eval(data)?;
+            let out = out.clone().unwrap_or_else(|| run.root().join("diagnosis"));
+            let options = diffad::diagnose::DiagnoseOptions {
+                synthetic: *synthetic,
+                max_train: *max_train,
+            };
+            let model = DiffAd::load(&run, &device)?;
+            let diagnosis = diffad::diagnose::diagnose(&model, &class, &options)?;
+            let path = out.join(diffad::diagnose::DIAGNOSIS_FILE);
+            diagnosis.write_json(&path)?;
+            print!("{diagnosis}");
+            println!("wrote {}", path.display());
+            Ok(())
         }
         Command::Benchmark {
             data,

@@ -109,16 +109,7 @@ impl DiffAd {
     /// segmenter's middle input of every image.
     pub fn analyse_batch(&self, images: &[RgbImage]) -> Result<Vec<Analysis>> {
         let size = self.config.data.image_size;
-        if let Some(bad) = images
-            .iter()
-            .find(|i| (i.height(), i.width()) != (size, size))
-        {
-            return Err(Error::Shape(format!(
-                "the model takes {size}x{size} images, got {}x{}",
-                bad.height(),
-                bad.width()
-            )));
-        }
+        self.check_size(images)?;
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(self.config.inference.batch_size) {
             let x = images_to_tensor(chunk, &self.device)?;
@@ -147,6 +138,35 @@ impl DiffAd {
             }
         }
         Ok(out)
+    }
+
+    /// The VAE round trip `D(E(x))` of every image (posterior mode, no
+    /// diffusion), `inference.batch_size` at a time: what the first stage
+    /// alone loses (paper Sec. 3.2).
+    pub fn vae_round_trip(&self, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
+        self.check_size(images)?;
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.config.inference.batch_size) {
+            let x = images_to_tensor(chunk, &self.device)?;
+            out.extend(tensor_to_images(&self.reconstructor.vae_round_trip(&x)?)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Error::Shape`] unless every image is `data.image_size` square.
+    fn check_size(&self, images: &[RgbImage]) -> Result<()> {
+        let size = self.config.data.image_size;
+        match images
+            .iter()
+            .find(|i| (i.height(), i.width()) != (size, size))
+        {
+            Some(bad) => Err(Error::Shape(format!(
+                "the model takes {size}x{size} images, got {}x{}",
+                bad.height(),
+                bad.width()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Anomaly maps `(B, 1, H, W)` of a batch `(B, 3, H, W)` in `[0, 1]`.

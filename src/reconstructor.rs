@@ -88,6 +88,13 @@ impl Reconstructor {
         self.finish(&c, &z_r)
     }
 
+    /// The VAE alone, `D(E(x))` of a batch `(B, 3, H, W)` (posterior mode, no
+    /// diffusion): the first stage's share of the reconstruction error.
+    pub(crate) fn vae_round_trip(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.vae.encode(x)?;
+        Ok(self.vae.decode(&c)?)
+    }
+
     /// `x_r = D(z_r)` and the middle piece (`x_inter`, `D(c)` or none).
     fn finish(&self, c: &Tensor, z_r: &Tensor) -> Result<Reconstructed> {
         let x_r = self.vae.decode(z_r)?;
