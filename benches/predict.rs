@@ -15,40 +15,16 @@
 // `criterion_group!` generates an undocumented public function.
 #![allow(missing_docs)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Duration;
 
-use candle_core::{DType, Device};
-use candle_nn::VarMap;
+use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use diffad::demo_data::good_image;
-use diffad::diffusion::UNet;
-use diffad::seg::DiscriminativeUNet;
-use diffad::vae::AutoencoderKl;
-use diffad::{Config, DiffAd, RunDir, Stage};
-
-/// A run directory with seeded random weights for every stage of `config`.
-fn random_run(root: &Path, config: &Config) -> RunDir {
-    let device = Device::Cpu;
-    let run = RunDir::create(root, config.clone()).expect("run dir");
-    for stage in Stage::ALL {
-        std::fs::create_dir_all(run.weights(stage).parent().expect("parent")).expect("dir");
-    }
-    AutoencoderKl::new(config.vae_architecture(), 0, &device)
-        .expect("vae")
-        .save(run.weights(Stage::Vae))
-        .expect("save vae");
-    let unet_vars = VarMap::new();
-    let vb = diffad::nn::init::seeded_var_builder(&unet_vars, 0, DType::F32, &device);
-    UNet::new(config.unet_architecture(), vb).expect("unet");
-    unet_vars.save(run.weights(Stage::Ldm)).expect("save unet");
-    let seg_vars = VarMap::new();
-    DiscriminativeUNet::init(config.segmenter_architecture(), &seg_vars, 0, &device)
-        .expect("segmenter");
-    DiscriminativeUNet::save(&seg_vars, run.weights(Stage::Segmenter)).expect("save seg");
-    run
-}
+use diffad::{Config, DiffAd};
 
 /// Whether the command line's filters (if any) can select `predict/<name>/...`, so a
 /// filtered run does not build the paper-size networks it will not bench.
@@ -72,7 +48,7 @@ fn bench_config(c: &mut Criterion, name: &str, config: Config) {
     let size = config.data.image_size;
     let mut config = config;
     config.inference.batch_size = 8;
-    let run = random_run(&dir.path().join("run"), &config);
+    let run = common::random_run(&dir.path().join("run"), &config);
     let model = DiffAd::load(&run, &Device::Cpu).expect("model");
     let images: Vec<_> = (0..8)
         .map(|i| good_image(size, 0, 0, i).expect("image"))

@@ -48,7 +48,14 @@ pub const GOOD: &str = "good";
 /// Sorted image files directly inside `dir` (not recursive).
 /// Errors: `dir` unreadable ([`Error::Io`]) or without images ([`Error::EmptyFolder`]).
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let out = diffad_synth::image::list_images(dir, false).map_err(|e| match e {
+    list_images_in(dir, false)
+}
+
+/// Sorted image files inside `dir`, also in its sub-folders when `recursive`
+/// (`diffad_synth::image::list_images`, the workspace's one listing rule).
+/// Errors as [`list_images`].
+pub fn list_images_in(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
+    let out = diffad_synth::image::list_images(dir, recursive).map_err(|e| match e {
         diffad_synth::Error::Io { path, source } => Error::Io { path, source },
         other => Error::Synth(other),
     })?;

@@ -377,15 +377,7 @@ fn run(cli: &Cli) -> Result<()> {
                 ..DemoDataOptions::default()
             };
             let dir = write_demo_dataset(out, &options)?;
-            let class = MvtecClass::open(&dir)?;
-            println!(
-                "wrote {}: {} training images, {} test images ({})",
-                dir.display(),
-                class.train.len(),
-                class.test.len(),
-                class.defects().join(", ")
-            );
-            Ok(())
+            report_written_class(&dir)
         }
         Command::PhotoData {
             out,
@@ -657,15 +649,21 @@ fn photo_data(out: &Path, size: usize, seed: u64, classes: &[String]) -> Result<
         ..defaults
     };
     for dir in diffad::photo_data::write_photo_dataset(out, &options)? {
-        let class = MvtecClass::open(&dir)?;
-        println!(
-            "wrote {}: {} training images, {} test images ({})",
-            dir.display(),
-            class.train.len(),
-            class.test.len(),
-            class.defects().join(", ")
-        );
+        report_written_class(&dir)?;
     }
+    Ok(())
+}
+
+/// Prints what a dataset writer wrote into the class folder `dir`.
+fn report_written_class(dir: &Path) -> Result<()> {
+    let class = MvtecClass::open(dir)?;
+    println!(
+        "wrote {}: {} training images, {} test images ({})",
+        dir.display(),
+        class.train.len(),
+        class.test.len(),
+        class.defects().join(", ")
+    );
     Ok(())
 }
 

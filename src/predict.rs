@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use diffad_nn::progress::Progress;
 use rayon::prelude::*;
 
-use crate::data::{load_image, Plane, RgbImage};
+use crate::data::{list_images_in, load_image, Plane, RgbImage};
 use crate::error::{Error, Result};
 use crate::eval::resize_map;
 use crate::io::{save_png, write_atomic};
@@ -63,13 +63,7 @@ pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PredictInput>> {
     let mut inputs = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let files = diffad_synth::image::list_images(path, true).map_err(|e| match e {
-                diffad_synth::Error::Io { path, source } => Error::Io { path, source },
-                other => Error::Synth(other),
-            })?;
-            if files.is_empty() {
-                return Err(Error::EmptyFolder { path: path.clone() });
-            }
+            let files = list_images_in(path, true)?;
             let name = path
                 .canonicalize()
                 .ok()

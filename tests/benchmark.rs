@@ -1,6 +1,8 @@
 //! The all-classes benchmark on a two-class demo root: one run per class,
 //! `summary.csv` / `summary.md`, resumption, class selection and errors.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -13,24 +15,6 @@ use diffad::report::Metrics;
 use diffad::thresholds::Thresholds;
 use diffad::train::silent;
 use diffad::{Config, Error, RunDir, Stage};
-
-/// `tests/end_to_end.rs`'s micro config (the tiny preset at 32x32, two
-/// epochs per stage), holding out good images so thresholds are stored.
-fn micro_config() -> Config {
-    let mut c = Config::tiny();
-    c.data.image_size = 32;
-    c.vae.epochs = 2;
-    c.vae.batch_size = 4;
-    c.ldm.epochs = 2;
-    c.ldm.batch_size = 4;
-    c.segmenter.epochs = 2;
-    c.segmenter.batch_size = 4;
-    c.segmenter.reconstruction_ddim_steps = 2;
-    c.inference.ddim_steps = 2;
-    c.inference.batch_size = 4;
-    c.data.validation_fraction = 0.2;
-    c
-}
 
 const CLASSES: [&str; 2] = ["wood_a", "wood_b"];
 
@@ -135,6 +119,13 @@ fn check_summary_files(summary: &BenchmarkSummary, names: &[&str]) {
         let dir = summary.summary_csv.parent().unwrap();
         assert!(!dir.join(format!("{file}.tmp")).exists());
     }
+}
+
+/// The shared micro configuration, holding 2 of 10 good images out for the thresholds.
+fn micro_config() -> Config {
+    let mut c = common::micro_config();
+    c.data.validation_fraction = 0.2;
+    c
 }
 
 #[test]

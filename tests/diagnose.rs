@@ -2,6 +2,8 @@
 //! finite, `diagnosis.json` round-trips, the CLI writes it; and the
 //! invariants of its PSNR diagnostics on arrays.
 
+mod common;
+
 use std::process::Command;
 
 use candle_core::Device;
@@ -13,24 +15,6 @@ use diffad::diagnose::{
 };
 use diffad::train::silent;
 use diffad::{Config, DiffAd, RunDir, TrainOptions};
-
-/// The tiny preset shrunk to 32x32 images and two epochs per stage (as
-/// `tests/end_to_end.rs`).
-fn micro_config() -> Config {
-    let mut c = Config::tiny();
-    c.data.image_size = 32;
-    c.vae.epochs = 2;
-    c.vae.batch_size = 4;
-    c.ldm.epochs = 2;
-    c.ldm.batch_size = 4;
-    c.segmenter.epochs = 2;
-    c.segmenter.batch_size = 4;
-    c.segmenter.reconstruction_ddim_steps = 2;
-    c.inference.ddim_steps = 2;
-    c.inference.batch_size = 4;
-    c.data.validation_fraction = 0.0;
-    c
-}
 
 fn assert_scores(what: &str, s: &SegScores) {
     for v in [s.pixel_auroc, s.pixel_ap, s.image_auroc] {
@@ -51,7 +35,7 @@ fn diagnoses_a_micro_run_and_the_cli_writes_diagnosis_json() {
     let class_dir = write_demo_dataset(work.path(), &options).unwrap();
     let class = MvtecClass::open_for_eval(&class_dir).unwrap();
     let run_dir = work.path().join("run");
-    let run = RunDir::create(&run_dir, micro_config()).unwrap();
+    let run = RunDir::create(&run_dir, common::micro_config()).unwrap();
     let images = load_images(&class.train, 32).unwrap();
     diffad::train(
         &run,

@@ -1,6 +1,8 @@
 //! End to end on a tiny generated dataset: a few steps of every stage,
 //! evaluation, every output file, resumption, and the CLI's error contract.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -14,24 +16,6 @@ use diffad::report::{read_tiff, Metrics};
 use diffad::thresholds::Thresholds;
 use diffad::train::silent;
 use diffad::{Config, DiffAd, Error, RunDir, Stage, TrainOptions};
-
-/// The tiny preset shrunk to 32x32 images and two epochs per stage.
-fn micro_config() -> Config {
-    let mut c = Config::tiny();
-    c.data.image_size = 32;
-    c.vae.epochs = 2;
-    c.vae.batch_size = 4;
-    c.ldm.epochs = 2;
-    c.ldm.batch_size = 4;
-    c.segmenter.epochs = 2;
-    c.segmenter.batch_size = 4;
-    c.segmenter.reconstruction_ddim_steps = 2;
-    c.inference.ddim_steps = 2;
-    c.inference.batch_size = 4;
-    // Every image trains; `thresholds_are_set_on_held_out_good_images` holds some out.
-    c.data.validation_fraction = 0.0;
-    c
-}
 
 fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -56,7 +40,7 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     };
     let class_dir = write_demo_dataset(work.path(), &options).unwrap();
     let class = MvtecClass::open_for_eval(&class_dir).unwrap();
-    let config = micro_config();
+    let config = common::micro_config();
     let run_dir = work.path().join("run");
     let run = RunDir::create(&run_dir, config.clone()).unwrap();
     let images = load_images(&class.train, 32).unwrap();
@@ -303,7 +287,7 @@ fn thresholds_are_set_on_held_out_good_images() {
     };
     let class_dir = write_demo_dataset(work.path(), &options).unwrap();
     let class = MvtecClass::open_for_eval(&class_dir).unwrap();
-    let mut config = micro_config();
+    let mut config = common::micro_config();
     config.data.validation_fraction = 0.2;
     config.vae.epochs = 1;
     config.ldm.epochs = 1;

@@ -4,15 +4,13 @@
 //!
 //! `cargo test --release -p diffad --test paper_config -- --ignored --nocapture`
 
+mod common;
+
 use std::time::Instant;
 
-use candle_core::{DType, Device};
-use candle_nn::VarMap;
+use candle_core::Device;
 use diffad::demo_data::good_image;
-use diffad::diffusion::UNet;
-use diffad::seg::DiscriminativeUNet;
-use diffad::vae::AutoencoderKl;
-use diffad::{Config, DiffAd, RunDir, Stage};
+use diffad::{Config, DiffAd};
 
 #[test]
 #[ignore = "paper-size networks: about a minute per image on 2 CPU cores"]
@@ -20,21 +18,7 @@ fn paper_config_predicts_a_256_image() {
     let device = Device::Cpu;
     let dir = tempfile::tempdir().unwrap();
     let config = Config::paper();
-    let run = RunDir::create(&dir.path().join("run"), config.clone()).unwrap();
-    for stage in Stage::ALL {
-        std::fs::create_dir_all(run.weights(stage).parent().unwrap()).unwrap();
-    }
-    AutoencoderKl::new(config.vae_architecture(), 0, &device)
-        .unwrap()
-        .save(run.weights(Stage::Vae))
-        .unwrap();
-    let unet_vars = VarMap::new();
-    let vb = diffad::nn::init::seeded_var_builder(&unet_vars, 0, DType::F32, &device);
-    UNet::new(config.unet_architecture(), vb).unwrap();
-    unet_vars.save(run.weights(Stage::Ldm)).unwrap();
-    let seg_vars = VarMap::new();
-    DiscriminativeUNet::init(config.segmenter_architecture(), &seg_vars, 0, &device).unwrap();
-    DiscriminativeUNet::save(&seg_vars, run.weights(Stage::Segmenter)).unwrap();
+    let run = common::random_run(&dir.path().join("run"), &config);
 
     let model = DiffAd::load(&run, &device).unwrap();
     let image = good_image(256, 0, 0, 0).unwrap();

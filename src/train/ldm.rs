@@ -46,7 +46,7 @@ pub(super) fn train_ldm(
     let total = l.epochs as u64 * per_epoch;
     let start = trainer.step();
     let synth = config.ldm_synthesizer()?;
-    let normals = images.to_vec();
+    let normals = images;
     let seed = config.seed;
     let batch_size = l.batch_size;
     let batch_device = device.clone();
@@ -54,7 +54,7 @@ pub(super) fn train_ldm(
         let (epoch, b) = (step / per_epoch, (step % per_epoch) as usize);
         let order = epoch_order(seed, epoch, n);
         let indices = &order[b * batch_size..((b + 1) * batch_size).min(n)];
-        let batch = synthesize(&synth, &normals, indices, epoch, &batch_device)?;
+        let batch = synthesize(&synth, normals, indices, epoch, &batch_device)?;
         // DRAEM may rotate the normal image; the target is the image the
         // anomaly was pasted on.
         Ok((batch.normal, batch.augmented))

@@ -20,6 +20,7 @@ mod seg;
 mod thresholds;
 mod vae;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs;
 use std::io::{BufWriter, Write as _};
@@ -203,12 +204,15 @@ pub fn validation_indices(config: &Config, n: usize) -> Result<Vec<usize>> {
 }
 
 /// `(training, validation)` images (see [`validation_indices`]); the
-/// training images keep their order.
-fn split_validation(
+/// training images keep their order, and are borrowed when none is held out.
+fn split_validation<'a>(
     config: &Config,
-    images: &[RgbImage],
-) -> Result<(Vec<RgbImage>, Vec<RgbImage>)> {
+    images: &'a [RgbImage],
+) -> Result<(Cow<'a, [RgbImage]>, Vec<RgbImage>)> {
     let held = validation_indices(config, images.len())?;
+    if held.is_empty() {
+        return Ok((Cow::Borrowed(images), Vec::new()));
+    }
     let (mut training, mut validation) = (Vec::new(), Vec::new());
     for (i, image) in images.iter().enumerate() {
         if held.binary_search(&i).is_ok() {
@@ -217,7 +221,7 @@ fn split_validation(
             training.push(image.clone());
         }
     }
-    Ok((training, validation))
+    Ok((Cow::Owned(training), validation))
 }
 
 /// A [`Progress`] that appends every step's loss to a CSV file (`step,loss`,

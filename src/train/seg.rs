@@ -45,7 +45,7 @@ pub(super) fn train_segmenter(
         config,
         reconstructor: &reconstructor,
         synth: config.seg_synthesizer()?,
-        normals: images.to_vec(),
+        normals: images,
         device: device.clone(),
         epoch: None,
         cache: Vec::new(),
@@ -66,7 +66,7 @@ struct SegSource<'a> {
     config: &'a Config,
     reconstructor: &'a Reconstructor,
     synth: AnomalySynthesizer,
-    normals: Vec<RgbImage>,
+    normals: &'a [RgbImage],
     device: Device,
     epoch: Option<usize>,
     cache: Vec<SegSample>,
@@ -82,13 +82,7 @@ impl SegSource<'_> {
             epoch as u64,
         );
         for chunk in indices.chunks(self.config.inference.batch_size) {
-            let batch = synthesize(
-                &self.synth,
-                &self.normals,
-                chunk,
-                epoch as u64,
-                &self.device,
-            )?;
+            let batch = synthesize(&self.synth, self.normals, chunk, epoch as u64, &self.device)?;
             let opts = reconstruct_options(
                 self.config,
                 self.config.segmenter.reconstruction_ddim_steps,
