@@ -14,7 +14,8 @@
 //! * [`train()`]: training of the three stages ([`Stage`]: VAE, conditional
 //!   LDM, segmenter) with atomic, resumable checkpoints;
 //! * [`model`]: inference ([`DiffAd::predict`]) on top of the frozen VAE and
-//!   LDM (the crate-private reconstructor) and the segmenter;
+//!   LDM (the crate-private reconstructor) and the segmenter, in `f32`,
+//!   `bf16` or `f16` ([`config::Precision`]);
 //! * [`seeds`]: the one seeding scheme (named salts);
 //! * [`predict`]: prediction on folders (mirrored outputs, `predictions.csv`)
 //!   with the run's [`thresholds`], which turn scores into decisions;
@@ -29,7 +30,10 @@
 //!   raw-pixel patch nearest-neighbour detector it is measured against;
 //! * [`export`]: a run's VAE, denoiser and sampler as diffusers folders;
 //! * [`benchmark`]: every class of an MVTec AD root at once (train,
-//!   evaluate, `summary.csv` and `summary.md`).
+//!   evaluate, `summary.csv` and `summary.md`);
+//! * [`speed`]: sampling speed on any device and precision (UNet forward,
+//!   DDIM, the whole predict path), the figures `scripts/gpu-check.sh`
+//!   compares with PyTorch.
 //!
 //! Long tasks report progress through [`diffad_nn::progress::Progress`]
 //! (see [`train::ProgressFactory`]); the library prints nothing, and
@@ -63,6 +67,7 @@ mod reconstructor;
 pub mod report;
 pub mod run_dir;
 pub mod seeds;
+pub mod speed;
 pub mod stage;
 pub mod thresholds;
 pub mod train;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use clap::{Parser, Subcommand, ValueEnum};
+use diffad::config::Precision;
 use diffad::data::{load_images, training_images, MvtecClass};
 use diffad::demo_data::{write_demo_dataset, DemoDataOptions};
 use diffad::eval::{evaluate, EvalOptions};
@@ -28,6 +29,10 @@ struct Cli {
     /// Device: `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
+    /// Precision of the networks at inference (`f32`, `bf16`, `f16`; default: the
+    /// run's `inference.dtype`). Half precision is for GPUs; the CPU widens it to f32.
+    #[arg(long, global = true)]
+    dtype: Option<Precision>,
     #[command(subcommand)]
     command: Command,
 }
@@ -209,6 +214,36 @@ enum Command {
         #[arg(long, default_value = "diffad-demo")]
         out: PathBuf,
     },
+    /// Measure sampling speed on seeded random weights (UNet forward at batch 1 and 8,
+    /// DDIM reconstruction and the whole predict path at batch 8) on `--device` in
+    /// `--dtype`; `scripts/gpu-check.sh` compares it with PyTorch.
+    Speed {
+        /// `paper`, `tiny` or a TOML file.
+        #[arg(long, default_value = "paper")]
+        config: String,
+        /// Timed calls per measurement (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Also write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Run directory of the random weights (reused when it holds the same
+        /// configuration; default: a temporary folder, removed afterwards).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Only write the configuration's diffusers configs (`vae/`, `unet/`,
+        /// `scheduler/`) and `diffad.toml` to this folder, for `scripts/torch_speed.py`.
+        #[arg(long)]
+        write_configs: Option<PathBuf>,
+    },
+}
+
+/// The run's model, in `dtype` when given (else the run's `inference.dtype`).
+fn load_model(run: &RunDir, device: &Device, dtype: Option<Precision>) -> Result<DiffAd> {
+    match dtype {
+        Some(precision) => DiffAd::load_with_precision(run, device, precision),
+        None => DiffAd::load(run, device),
+    }
 }
 
 fn parse_device(spec: &str) -> Result<Device> {
@@ -308,7 +343,7 @@ fn run(cli: &Cli) -> Result<()> {
                 overlays: !no_overlays,
                 thresholds: Thresholds::load(run.root())?,
             };
-            eval(&run, &class, &out, &device, &options, progress)
+            eval(&run, &class, &out, &device, cli.dtype, &options, progress)
         }
         Command::Diagnose {
             run,
@@ -325,7 +360,7 @@ fn run(cli: &Cli) -> Result<()> {
                 synthetic: *synthetic,
                 max_train: *max_train,
             };
-            let model = DiffAd::load(&run, &device)?;
+            let model = load_model(&run, &device, cli.dtype)?;
             let diagnosis = diffad::diagnose::diagnose(&model, &class, &options)?;
             let path = out.join(diffad::diagnose::DIAGNOSIS_FILE);
             diagnosis.write_json(&path)?;
@@ -368,7 +403,7 @@ fn run(cli: &Cli) -> Result<()> {
                 threshold: *threshold,
                 pixel_threshold: *pixel_threshold,
             };
-            predict(&run, images, &out, &device, &options, progress)
+            predict(&run, images, &out, &device, cli.dtype, &options, progress)
         }
         Command::DemoData { out, size, seed } => {
             let options = DemoDataOptions {
@@ -401,6 +436,21 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { out } => demo(out, progress),
+        Command::Speed {
+            config,
+            reps,
+            json,
+            run,
+            write_configs,
+        } => speed(
+            &Config::load(config)?,
+            &cli.device,
+            cli.dtype,
+            *reps,
+            json.as_deref(),
+            run.as_deref(),
+            write_configs.as_deref(),
+        ),
     }
 }
 
@@ -458,10 +508,11 @@ fn eval(
     class: &MvtecClass,
     out: &Path,
     device: &Device,
+    dtype: Option<Precision>,
     options: &EvalOptions,
     progress: bool,
 ) -> Result<()> {
-    let model = DiffAd::load(run, device)?;
+    let model = load_model(run, device, dtype)?;
     let result = evaluate(
         &model,
         class,
@@ -538,10 +589,11 @@ fn predict(
     paths: &[PathBuf],
     out: &Path,
     device: &Device,
+    dtype: Option<Precision>,
     options: &PredictOptions,
     progress: bool,
 ) -> Result<()> {
-    let model = DiffAd::load(run, device)?;
+    let model = load_model(run, device, dtype)?;
     let thresholds = Thresholds::load(run.root())?;
     let start = Instant::now();
     let summary = predict_paths(
@@ -616,6 +668,7 @@ fn demo(out: &Path, progress: bool) -> Result<()> {
         &class,
         &eval_out,
         &device,
+        None,
         &EvalOptions {
             thresholds: Thresholds::load(run.root())?,
             ..EvalOptions::default()
@@ -633,6 +686,48 @@ fn demo(out: &Path, progress: bool) -> Result<()> {
             .map(|s| s.image.display().to_string())
             .unwrap_or_default()
     );
+    Ok(())
+}
+
+/// `diffad speed`: the configs for PyTorch, or the measurements of `config` (printed as a
+/// table, and as JSON when asked) in `dtype` (default: the config's `inference.dtype`).
+fn speed(
+    config: &Config,
+    device: &str,
+    dtype: Option<Precision>,
+    reps: usize,
+    json: Option<&Path>,
+    run: Option<&Path>,
+    write_configs: Option<&Path>,
+) -> Result<()> {
+    if let Some(dir) = write_configs {
+        diffad::speed::write_diffusers_configs(config, dir)?;
+        println!("wrote {}/", dir.display());
+        return Ok(());
+    }
+    let spec = device;
+    let device = parse_device(spec)?;
+    let precision = dtype.unwrap_or(config.inference.dtype);
+    let temporary = std::env::temp_dir().join(format!("diffad-speed-{}", std::process::id()));
+    let root = run.unwrap_or(&temporary);
+    eprintln!(
+        "measuring on {spec} in {precision} (random weights in {})",
+        root.display()
+    );
+    let options = diffad::speed::SpeedOptions {
+        reps,
+        ..Default::default()
+    };
+    let report = diffad::speed::measure_speed(config, root, &device, precision, &options);
+    if run.is_none() {
+        diffad::io::remove_dir(&temporary)?;
+    }
+    let report = report?;
+    print!("{report}");
+    if let Some(path) = json {
+        report.write_json(path)?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use diffad_diffusion::ReconstructOptions;
 use diffad_seg::{anomaly_map, DiscriminativeUNet};
 
-use crate::config::Config;
+use crate::config::{Config, Precision};
 use crate::data::{images_to_tensor, tensor_to_images, RgbImage};
 use crate::error::{Error, Result};
 use crate::reconstructor::{reconstruct_options, Reconstructed, Reconstructor};
@@ -59,15 +59,33 @@ impl fmt::Debug for DiffAd {
 }
 
 impl DiffAd {
-    /// Loads the final weights of every stage of a run.
+    /// Loads the final weights of every stage of a run, in the run's
+    /// `inference.dtype`.
     pub fn load(run: &RunDir, device: &Device) -> Result<Self> {
-        let config = run.config();
-        let reconstructor = Reconstructor::load(run, device, config.inference.ddim_steps)?;
+        Self::load_with_precision(run, device, run.config().inference.dtype)
+    }
+
+    /// [`load`](Self::load) with the networks in `precision` instead of the
+    /// run's `inference.dtype` (the weights are converted once, here; images,
+    /// latents, the sampler and the maps stay `f32`).
+    pub fn load_with_precision(
+        run: &RunDir,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let mut config = run.config().clone();
+        config.inference.dtype = precision;
+        let dtype = precision.dtype();
+        let reconstructor = Reconstructor::load(run, device, dtype, config.inference.ddim_steps)?;
         let seg_path = run.require(Stage::Segmenter)?;
-        let segmenter =
-            DiscriminativeUNet::load(config.segmenter_architecture(), &seg_path, device)?;
+        let segmenter = DiscriminativeUNet::load_with_dtype(
+            config.segmenter_architecture(),
+            &seg_path,
+            dtype,
+            device,
+        )?;
         Ok(Self {
-            config: config.clone(),
+            config,
             device: device.clone(),
             reconstructor,
             segmenter,

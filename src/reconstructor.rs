@@ -5,7 +5,7 @@
 //! `D(c)` or none, per `segmenter.input`). Both the segmenter's training data
 //! and inference go through it.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use diffad_diffusion::{reconstruct, Ddim, ReconstructOptions, UNet};
 use diffad_seg::SegInput;
 use diffad_vae::{AutoencoderKl, LatentCodec};
@@ -15,11 +15,17 @@ use crate::error::Result;
 use crate::run_dir::RunDir;
 use crate::stage::Stage;
 
-/// Loads the run's final VAE, with its architecture ([`RunDir::vae_architecture`]:
-/// a pretrained diffusers folder's `config.json`, else `[vae]`).
-pub(crate) fn load_vae(run: &RunDir, device: &Device) -> Result<AutoencoderKl> {
+/// Loads the run's final VAE in `dtype`, with its architecture
+/// ([`RunDir::vae_architecture`]: a pretrained diffusers folder's `config.json`,
+/// else `[vae]`).
+pub(crate) fn load_vae(run: &RunDir, dtype: DType, device: &Device) -> Result<AutoencoderKl> {
     let path = run.require(Stage::Vae)?;
-    Ok(AutoencoderKl::load(run.vae_architecture()?, &path, device)?)
+    Ok(AutoencoderKl::load_with_dtype(
+        run.vae_architecture()?,
+        &path,
+        dtype,
+        device,
+    )?)
 }
 
 /// The reconstruction options of `config` with `steps` DDIM steps, drawing
@@ -58,11 +64,13 @@ pub(crate) struct Reconstructed {
 }
 
 impl Reconstructor {
-    /// Loads the run's VAE and denoiser, sampling with `steps` DDIM steps.
-    pub(crate) fn load(run: &RunDir, device: &Device, steps: usize) -> Result<Self> {
-        let vae = load_vae(run, device)?;
+    /// Loads the run's VAE and denoiser with their weights in `dtype` (the
+    /// networks take and return `f32`), sampling with `steps` DDIM steps.
+    pub(crate) fn load(run: &RunDir, device: &Device, dtype: DType, steps: usize) -> Result<Self> {
+        let vae = load_vae(run, dtype, device)?;
         let unet_path = run.require(Stage::Ldm)?;
-        let unet = UNet::load(run.config().unet_architecture(), &unet_path, device)?;
+        let unet =
+            UNet::load_with_dtype(run.config().unet_architecture(), &unet_path, dtype, device)?;
         Ok(Self {
             vae,
             unet,

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 
 use sections::Check;
 pub use sections::{
-    DataConfig, InferenceConfig, LdmConfig, SegmenterConfig, SynthesisConfig, VaeConfig,
+    DataConfig, InferenceConfig, LdmConfig, Precision, SegmenterConfig, SynthesisConfig, VaeConfig,
 };
 pub use variants::{Reconstruction, SegmenterInput, Table1Row};
 

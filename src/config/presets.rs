@@ -2,7 +2,7 @@
 //! CPU preset.
 
 use super::sections::{
-    DataConfig, InferenceConfig, LdmConfig, SegmenterConfig, SynthesisConfig, VaeConfig,
+    DataConfig, InferenceConfig, LdmConfig, Precision, SegmenterConfig, SynthesisConfig, VaeConfig,
 };
 use super::variants::{Reconstruction, SegmenterInput};
 use super::Config;
@@ -73,6 +73,7 @@ impl Config {
                 sdedit_strength: 0.5,
                 score_kernel: 21,
                 batch_size: 8,
+                dtype: Precision::F32,
             },
         }
     }

@@ -3,7 +3,7 @@
 //! `t_c` (the noisy condition embedding, paper Sec. 3.3) or as the configured
 //! Table 1 variant.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use diffad_diffusion::{LdmTrainer, TrainLoopOptions};
 use diffad_nn::progress::Progress;
 
@@ -25,7 +25,7 @@ pub(super) fn train_ldm(
     progress: &mut dyn Progress,
 ) -> Result<StageOutcome> {
     let config = run.config();
-    let vae = load_vae(run, device)?;
+    let vae = load_vae(run, DType::F32, device)?;
     let l = &config.ldm;
     let checkpoint = run.checkpoint(Stage::Ldm);
     if let Some(dir) = checkpoint.parent() {

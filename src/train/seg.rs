@@ -3,7 +3,7 @@
 //! `docs/reference.md` §4). Each epoch draws fresh DRAEM anomalies of every
 //! good image and reconstructs them with the frozen VAE and LDM.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use diffad_nn::progress::Progress;
 use diffad_seg::{DiscriminativeUNet, ReconstructionSource, SegSample, SegTrainer};
 use diffad_synth::AnomalySynthesizer;
@@ -27,8 +27,12 @@ pub(super) fn train_segmenter(
     progress: &mut dyn Progress,
 ) -> Result<StageOutcome> {
     let config = run.config();
-    let reconstructor =
-        Reconstructor::load(run, device, config.segmenter.reconstruction_ddim_steps)?;
+    let reconstructor = Reconstructor::load(
+        run,
+        device,
+        DType::F32,
+        config.segmenter.reconstruction_ddim_steps,
+    )?;
     let checkpoint = run.checkpoint(Stage::Segmenter);
     let train_config = config.seg_train_config(&checkpoint);
     let mut trainer = if checkpoint.is_file() {

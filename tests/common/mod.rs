@@ -6,12 +6,8 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
-use candle_nn::VarMap;
-use diffad::diffusion::UNet;
-use diffad::seg::DiscriminativeUNet;
-use diffad::vae::AutoencoderKl;
-use diffad::{Config, RunDir, Stage};
+use candle_core::Device;
+use diffad::{Config, RunDir};
 
 /// The tiny preset shrunk to 32x32 images and two epochs per stage, training
 /// on every image (no validation split; set `data.validation_fraction` to
@@ -33,24 +29,7 @@ pub fn micro_config() -> Config {
 }
 
 /// A run directory at `root` with seeded random weights for every stage of
-/// `config`, as a trained run would be loaded.
+/// `config`, as a trained run would be loaded ([`diffad::speed::random_run`]).
 pub fn random_run(root: &Path, config: &Config) -> RunDir {
-    let device = Device::Cpu;
-    let run = RunDir::create(root, config.clone()).expect("run dir");
-    for stage in Stage::ALL {
-        std::fs::create_dir_all(run.weights(stage).parent().expect("parent")).expect("dir");
-    }
-    AutoencoderKl::new(config.vae_architecture(), 0, &device)
-        .expect("vae")
-        .save(run.weights(Stage::Vae))
-        .expect("save vae");
-    let unet_vars = VarMap::new();
-    let vb = diffad::nn::init::seeded_var_builder(&unet_vars, 0, DType::F32, &device);
-    UNet::new(config.unet_architecture(), vb).expect("unet");
-    unet_vars.save(run.weights(Stage::Ldm)).expect("save unet");
-    let seg_vars = VarMap::new();
-    DiscriminativeUNet::init(config.segmenter_architecture(), &seg_vars, 0, &device)
-        .expect("segmenter");
-    DiscriminativeUNet::save(&seg_vars, run.weights(Stage::Segmenter)).expect("save seg");
-    run
+    diffad::speed::random_run(root, config, &Device::Cpu).expect("random run")
 }

@@ -389,6 +389,8 @@ pub struct UNet {
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// The weights' dtype (`vb.dtype()` at construction).
+    dtype: DType,
 }
 
 impl UNet {
@@ -401,6 +403,7 @@ impl UNet {
     /// `20_000 + 100 i + j` for res block `j` of up level `i`.
     pub fn new(config: UNetConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
+        let dtype = vb.dtype();
         let widths = &config.block_out_channels;
         let levels = widths.len();
         let temb = config.time_embed_dim();
@@ -535,6 +538,7 @@ impl UNet {
             up_blocks,
             conv_norm_out,
             conv_out,
+            dtype,
         })
     }
 
@@ -589,6 +593,12 @@ impl UNet {
     /// The configuration.
     pub fn config(&self) -> &UNetConfig {
         &self.config
+    }
+
+    /// The weights' dtype: `F32`, or `BF16`/`F16` when loaded for half-precision
+    /// inference ([`load_with_dtype`](Self::load_with_dtype)).
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// `eps_theta(x, t)`: `x` `(B, in_channels, H, W)` with `H`, `W` multiples of
@@ -673,14 +683,17 @@ impl UNet {
 impl Denoiser for UNet {
     /// Concatenates `[z_t, condition]` on channels and runs [`UNet::forward`] in inference
     /// mode. `t` is `(B)` of integer timesteps in any numeric dtype (`u32`, `i64`, `f32`).
+    ///
+    /// The network runs in its weights' [`dtype`](UNet::dtype); the prediction comes back
+    /// in `z_t`'s, so a half-precision UNet leaves the sampler's arithmetic in `f32`.
     fn predict(
         &self,
         z_t: &Tensor,
         t: &Tensor,
         condition: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let x = concat_condition(z_t, condition, self.config.in_channels)?;
-        Ok(self.forward(&x, t, false)?)
+        let x = concat_condition(z_t, condition, self.config.in_channels)?.to_dtype(self.dtype)?;
+        self.forward(&x, t, false)?.to_dtype(z_t.dtype())
     }
 }
 

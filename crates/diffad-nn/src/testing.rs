@@ -8,6 +8,7 @@
 //!
 //! * [`test_device`] and [`device_tolerance`]: the device the reference tests run on
 //!   (`DIFFAD_TEST_DEVICE`, default the CPU) and the looser tolerance they use off the CPU.
+//! * [`relative_max_error`]: how far a half-precision output is from the `f32` one.
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -245,4 +246,26 @@ where
         var.set(&original)?;
     }
     Ok(mismatches)
+}
+
+/// `max |a − b| / max |a|` over all elements, in `f64`: the error of `b` relative to the
+/// scale of the reference `a` (the measure the half-precision tests bound). `a` and `b`
+/// may have any float dtypes; their shapes must agree.
+pub fn relative_max_error(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.dims() != b.dims() {
+        return Err(Error::shape(
+            "relative_max_error",
+            format!("{:?}", a.dims()),
+            b.dims(),
+        ));
+    }
+    let a = a.to_dtype(DType::F64)?;
+    let b = b.to_dtype(DType::F64)?;
+    let diff = (&a - &b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f64>()?;
+    let scale = a.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    Ok(if scale > 0.0 { diff / scale } else { diff })
 }

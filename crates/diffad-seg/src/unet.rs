@@ -217,6 +217,8 @@ pub struct DiscriminativeUNet {
     up: Vec<UpConv>,
     decoder: Vec<DoubleConv>,
     fin_out: Conv2d,
+    /// The weights' dtype (`vb.dtype()` at construction).
+    dtype: DType,
 }
 
 impl DiscriminativeUNet {
@@ -226,6 +228,7 @@ impl DiscriminativeUNet {
     /// DRAEM's init.
     pub fn new(config: DiscriminativeUNetConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
+        let dtype = vb.dtype();
         let w = config.base_width;
         let enc_vb = vb.pp("encoder_segment");
         let widths = [w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w];
@@ -255,6 +258,7 @@ impl DiscriminativeUNet {
             up,
             decoder,
             fin_out,
+            dtype,
         })
     }
 
@@ -292,9 +296,31 @@ impl DiscriminativeUNet {
         path: impl AsRef<Path>,
         device: &Device,
     ) -> Result<(Self, VarMap)> {
+        Self::load_with_varmap_dtype(config, path, DType::F32, device)
+    }
+
+    /// [`load`](Self::load) into `dtype`, converting the weights once: `BF16` or `F16`
+    /// give half-precision inference. [`forward`](Self::forward) takes and returns the
+    /// caller's dtype and runs the network in this one.
+    pub fn load_with_dtype(
+        config: DiscriminativeUNetConfig,
+        path: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self::load_with_varmap_dtype(config, path, dtype, device)?.0)
+    }
+
+    fn load_with_varmap_dtype(
+        config: DiscriminativeUNetConfig,
+        path: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, VarMap)> {
         let file = TensorFile::read(path.as_ref(), &Device::Cpu)?;
         let varmap = VarMap::new();
-        let net = Self::init(config, &varmap, 0, device)?;
+        let vb = diffad_nn::init::seeded_var_builder(&varmap, 0, dtype, device);
+        let net = Self::new(config, vb)?;
         // Not strict: DRAEM checkpoints carry `num_batches_tracked`, trainer
         // checkpoints carry Adam's moments.
         load_varmap_from(&varmap, &file, "", false)?;
@@ -321,10 +347,17 @@ impl DiscriminativeUNet {
         &self.config
     }
 
+    /// The weights' dtype (`F32` unless loaded with [`load_with_dtype`](Self::load_with_dtype)).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// Segmentation logits `(B, 2, H, W)` of `x` `(B, in_channels, H, W)`;
     /// `train` selects BatchNorm's batch statistics (and updates the running
     /// ones) or its running statistics. NaN or infinite inputs are an
     /// error ([`Error::NonFinite`]).
+    /// The network runs in its weights' [`dtype`](Self::dtype); the logits come
+    /// back in `x`'s.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let dims = x.dims();
         let c = self.config.in_channels;
@@ -343,7 +376,7 @@ impl DiscriminativeUNet {
             return Err(Error::NonFinite("DiscriminativeUNet input"));
         }
         let mut skips = Vec::with_capacity(6);
-        let mut h = x.clone();
+        let mut h = x.to_dtype(self.dtype)?;
         for (i, block) in self.encoder.iter().enumerate() {
             if i > 0 {
                 h = diffad_nn::max_pool2d(&h, 2)?;
@@ -363,7 +396,7 @@ impl DiscriminativeUNet {
             let u = up.forward_t(&h, train)?;
             h = db.forward_t(&Tensor::cat(&[&u, &skip], 1)?, train)?;
         }
-        Ok(self.fin_out.forward(&h)?)
+        Ok(self.fin_out.forward(&h)?.to_dtype(x.dtype())?)
     }
 
     /// Inference: logits with BatchNorm in evaluation mode.

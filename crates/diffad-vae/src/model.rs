@@ -333,6 +333,8 @@ pub struct AutoencoderKl {
     config: AutoencoderKlConfig,
     varmap: VarMap,
     device: Device,
+    /// The weights' dtype.
+    dtype: DType,
 }
 
 impl std::fmt::Debug for AutoencoderKl {
@@ -392,6 +394,7 @@ impl AutoencoderKl {
             config,
             varmap,
             device: device.clone(),
+            dtype,
         })
     }
 
@@ -406,6 +409,20 @@ impl AutoencoderKl {
         device: &Device,
     ) -> Result<Self> {
         let model = Self::new(config, 0, device)?;
+        model.load_weights(path)?;
+        Ok(model)
+    }
+
+    /// [`load`](Self::load) into `dtype`: the weights are converted once, here. `BF16` or
+    /// `F16` give half-precision inference; the [`LatentCodec`] methods take and return
+    /// the caller's dtype (`f32` images and latents) and run the network in this one.
+    pub fn load_with_dtype(
+        config: AutoencoderKlConfig,
+        path: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = Self::from_varmap_with_dtype(config, VarMap::new(), 0, dtype, device)?;
         model.load_weights(path)?;
         Ok(model)
     }
@@ -442,6 +459,11 @@ impl AutoencoderKl {
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The weights' dtype (`F32` unless loaded with [`load_with_dtype`](Self::load_with_dtype)).
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The decoder (variable view, e.g. for its last layer's gradient).
@@ -538,13 +560,25 @@ pub(crate) fn check_finite(what: &'static str, x: &Tensor) -> Result<()> {
 impl LatentCodec for AutoencoderKl {
     fn encode_posterior(&self, images: &Tensor) -> candle_core::Result<DiagonalGaussian> {
         check_finite("AutoencoderKl::encode_posterior", images)?;
-        let x = images.affine(2.0, -1.0)?;
-        Ok(self.encode_raw_frozen(&x)?)
+        let x = images.affine(2.0, -1.0)?.to_dtype(self.dtype)?;
+        let posterior = self.encode_raw_frozen(&x)?;
+        if self.dtype == images.dtype() {
+            return Ok(posterior);
+        }
+        // The moments leave the half-precision network in the caller's dtype.
+        let dtype = images.dtype();
+        DiagonalGaussian::new(
+            posterior.mean.to_dtype(dtype)?,
+            posterior.logvar.to_dtype(dtype)?,
+        )
+        .map_err(|e| Error::from(e).into())
     }
 
     fn decode(&self, latents: &Tensor) -> candle_core::Result<Tensor> {
         check_finite("AutoencoderKl::decode", latents)?;
-        let x = self.decode_raw_frozen(latents)?;
+        let x = self
+            .decode_raw_frozen(&latents.to_dtype(self.dtype)?)?
+            .to_dtype(latents.dtype())?;
         x.affine(0.5, 0.5)?.clamp(0.0, 1.0)
     }
 

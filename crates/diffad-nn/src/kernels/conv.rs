@@ -793,6 +793,24 @@ pub(crate) fn conv2d(
     if fast {
         return im2col_conv2d(x, weight, bias, padding, stride, dilation);
     }
+    if x.device().is_cpu() && matches!(x.dtype(), DType::BF16 | DType::F16) {
+        // Candle's CPU convolution has no half-precision matrix product: widen to f32,
+        // convolve, round the result back. That is what a GPU's half-precision
+        // convolution computes too (half inputs and weights, f32 accumulation, a half
+        // output), so the CPU tests see the rounding CUDA sees.
+        let dtype = x.dtype();
+        let widen = |t: &Tensor| t.to_dtype(DType::F32);
+        let y = conv2d(
+            &widen(x)?,
+            &widen(weight)?,
+            bias.map(widen).transpose()?.as_ref(),
+            padding,
+            stride,
+            dilation,
+            groups,
+        )?;
+        return y.to_dtype(dtype);
+    }
     let y = candle_conv2d(x, weight, padding, stride, dilation, groups)?;
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
