@@ -31,6 +31,9 @@
 //! * [`export`]: a run's VAE, denoiser and sampler as diffusers folders;
 //! * [`benchmark`]: every class of an MVTec AD root at once (train,
 //!   evaluate, `summary.csv` and `summary.md`);
+//! * [`quality`]: `docs/quality.md` regenerated from scratch: the
+//!   real-photograph benchmark with the `cpu` preset beside the baseline,
+//!   the per-stage diagnosis, the criterion;
 //! * [`speed`]: sampling speed on any device and precision (UNet forward,
 //!   DDIM, the whole predict path), the figures `scripts/gpu-check.sh`
 //!   compares with PyTorch.
@@ -63,6 +66,7 @@ pub mod model;
 pub mod photo_data;
 pub mod predict;
 pub mod progress;
+pub mod quality;
 mod reconstructor;
 pub mod report;
 pub mod run_dir;

@@ -60,7 +60,7 @@ enum Command {
         /// Run directory (created; reopened if it exists).
         #[arg(long)]
         out: PathBuf,
-        /// `paper`, `tiny` or a TOML file (default: the run's saved config, else `paper`).
+        /// `paper`, `tiny`, `cpu` or a TOML file (default: the run's saved config, else `paper`).
         #[arg(long)]
         config: Option<String>,
         /// Which stage to train.
@@ -118,7 +118,7 @@ enum Command {
         /// Classes to run, comma-separated (default: all, sorted by name).
         #[arg(long, value_delimiter = ',')]
         classes: Vec<String>,
-        /// `paper`, `tiny` or a TOML file (default: each run's saved config, else `paper`).
+        /// `paper`, `tiny`, `cpu` or a TOML file (default: each run's saved config, else `paper`).
         #[arg(long)]
         config: Option<String>,
         /// Skip the TIFF anomaly maps.
@@ -127,6 +127,36 @@ enum Command {
         /// Skip the PNG overlays.
         #[arg(long)]
         no_overlays: bool,
+    },
+    /// Regenerate `docs/quality.md`: the real-photograph benchmark (written
+    /// into `--photos` for the classes it lacks) with a preset beside the
+    /// raw-pixel baseline, the per-stage diagnosis and the issue-15 criterion.
+    /// Finished runs and baselines are reused, so an interrupted call resumes.
+    Quality {
+        /// The real-photograph benchmark's folder (missing classes are written there).
+        #[arg(long)]
+        photos: PathBuf,
+        /// Runs folder: `<runs>/<class>`, `<runs>/baseline/<class>`, `<runs>/table1/<row>/<class>`.
+        #[arg(long)]
+        runs: PathBuf,
+        /// The Markdown file to write (e.g. `docs/quality.md`).
+        #[arg(long)]
+        doc: PathBuf,
+        /// Side of the photographs written for missing classes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// `cpu`, `tiny`, `paper` or a TOML file.
+        #[arg(long, default_value = "cpu")]
+        config: String,
+        /// Classes, comma-separated (default: all six, in the benchmark's order).
+        #[arg(long, value_delimiter = ',')]
+        classes: Vec<String>,
+        /// Seed of the photographs written for missing classes.
+        #[arg(long, default_value_t = 2023)]
+        seed: u64,
+        /// Also train and tabulate the Table 1 reconstruction rows on this class.
+        #[arg(long)]
+        table1: Option<String>,
     },
     /// Anomaly maps and scores of images.
     Predict {
@@ -204,7 +234,7 @@ enum Command {
     },
     /// Print a configuration as TOML (a starting point for `--config`).
     Config {
-        /// `paper`, `tiny` or a TOML file to check and print.
+        /// `paper`, `tiny`, `cpu` or a TOML file to check and print.
         #[arg(default_value = "paper")]
         preset: String,
     },
@@ -218,7 +248,7 @@ enum Command {
     /// DDIM reconstruction and the whole predict path at batch 8) on `--device` in
     /// `--dtype`; `scripts/gpu-check.sh` compares it with PyTorch.
     Speed {
-        /// `paper`, `tiny` or a TOML file.
+        /// `paper`, `tiny`, `cpu` or a TOML file.
         #[arg(long, default_value = "paper")]
         config: String,
         /// Timed calls per measurement (after one warm-up); the median is reported.
@@ -384,6 +414,38 @@ fn run(cli: &Cli) -> Result<()> {
                 overlays: !no_overlays,
             };
             benchmark(data, out, &options, &device, progress)
+        }
+        Command::Quality {
+            photos,
+            runs,
+            doc,
+            size,
+            config,
+            classes,
+            seed,
+            table1,
+        } => {
+            let device = parse_device(&cli.device)?;
+            let mut options = diffad::quality::QualityOptions::new(photos, runs, doc);
+            options.photos.size = *size;
+            options.photos.seed = *seed;
+            if !classes.is_empty() {
+                options.photos.classes = classes.clone();
+            }
+            options.config = Config::load(config)?;
+            options.config_name = config.clone();
+            options.table1 = table1.clone();
+            options.command = std::iter::once("diffad".to_owned())
+                .chain(std::env::args().skip(1).map(|a| {
+                    if a.contains(char::is_whitespace) {
+                        format!("'{a}'")
+                    } else {
+                        a
+                    }
+                }))
+                .collect::<Vec<_>>()
+                .join(" ");
+            quality(&options, &device, progress)
         }
         Command::Predict {
             run,
@@ -581,6 +643,47 @@ fn benchmark(
     print!("{}", diffad::benchmark::summary_markdown(&summary.rows()));
     println!("wrote {}", summary.summary_csv.display());
     println!("wrote {}", summary.summary_md.display());
+    Ok(())
+}
+
+fn quality(
+    options: &diffad::quality::QualityOptions,
+    device: &Device,
+    progress: bool,
+) -> Result<()> {
+    let report = diffad::quality::regenerate_quality(options, device, &mut |label| {
+        Bar::boxed(progress, label)
+    })?;
+    for dir in &report.photos_written {
+        report_written_class(dir)?;
+    }
+    let percent = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.1}", 100.0 * v));
+    for c in &report.classes {
+        println!(
+            "{}: pixel AP {} (baseline {}), AU-PRO {} (baseline {}), trained in {:.0} s{}",
+            c.name,
+            percent(c.model.pixel_ap),
+            percent(c.baseline.pixel_ap),
+            percent(c.model.aupro),
+            percent(c.baseline.aupro),
+            c.train.total,
+            if c.trained_now.is_empty() {
+                " (reused)"
+            } else {
+                ""
+            }
+        );
+    }
+    let criterion = report.criterion();
+    println!(
+        "issue 15 criterion {}",
+        if criterion.holds {
+            "holds"
+        } else {
+            "does not hold"
+        }
+    );
+    println!("wrote {}", report.doc.display());
     Ok(())
 }
 

@@ -76,7 +76,7 @@ impl Config {
         Self::from_toml_str(&text, path)
     }
 
-    /// A preset name (`paper`, `tiny`) or a TOML file path.
+    /// A preset name (`paper`, `tiny`, `cpu`) or a TOML file path.
     pub fn load(preset_or_path: &str) -> Result<Self> {
         match Self::preset(preset_or_path) {
             Some(c) => Ok(c),
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn presets_validate_and_round_trip_through_toml() {
-        for c in [Config::paper(), Config::tiny()] {
+        for c in [Config::paper(), Config::tiny(), Config::cpu()] {
             c.validate(Path::new("preset")).unwrap();
             let text = c.to_toml_string().unwrap();
             assert_eq!(Config::from_toml_str(&text, "x").unwrap(), c);
@@ -166,6 +166,16 @@ mod tests {
         assert_eq!(Config::paper().latent_size(), 32);
         assert_eq!(Config::paper().vae_downsample_factor(), 8);
         assert_eq!(Config::tiny().latent_size(), 16);
+        // The cpu preset is the tiny one trained longer, with a wider segmenter.
+        let (cpu, tiny) = (Config::cpu(), Config::tiny());
+        assert_eq!(Config::preset("cpu"), Some(cpu.clone()));
+        assert_eq!(cpu.vae_architecture(), tiny.vae_architecture());
+        assert_eq!(cpu.unet_architecture(), tiny.unet_architecture());
+        assert_eq!(
+            cpu.segmenter.base_channels,
+            2 * tiny.segmenter.base_channels
+        );
+        assert!(cpu.ldm.epochs >= 10 * tiny.ldm.epochs);
     }
 
     #[test]
