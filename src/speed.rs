@@ -5,7 +5,7 @@
 //! | [`Measurement::name`] | batch | what runs |
 //! |---|---|---|
 //! | [`UNET_FORWARD`] | 1 and 8 | one denoiser call `eps_theta(z_t, t, c)` on latents of `latent_size` with the condition concatenated ([`Denoiser::predict`]) |
-//! | [`DDIM_RECONSTRUCTION`] | 8 | the reverse process of [`reconstruct`] with the run's DDIM sampler and `inference.ddim_steps` steps (eta 0, clean condition, as at inference) |
+//! | [`DDIM_RECONSTRUCTION`] | 8 | the reverse process of [`reconstruct()`] with the run's DDIM sampler and `inference.ddim_steps` steps (eta 0, clean condition, as at inference) |
 //! | [`PREDICT`] | 8 | [`DiffAd::predict_batch`] on 8 images: `c = E(x)`, DDIM, `x_r = D(z_r)`, `x_inter`, segmenter, softmax, image scores |
 //!
 //! The networks hold seeded random weights ([`random_run`]): the speed of a
