@@ -85,13 +85,13 @@ impl PatchKnnConfig {
                 message,
             })
         };
-        if self.patch % 2 == 0 {
+        if self.patch.is_multiple_of(2) {
             return bad(format!("patch = {} must be odd", self.patch));
         }
         if self.memory_stride == 0 || self.max_memory == 0 {
             return bad("memory_stride and max_memory must be positive".into());
         }
-        if self.score_kernel % 2 == 0 {
+        if self.score_kernel.is_multiple_of(2) {
             return bad(format!("score_kernel = {} must be odd", self.score_kernel));
         }
         Ok(())

@@ -92,6 +92,20 @@ impl DiffAd {
         })
     }
 
+    /// The model with `inference.map_sigma` = `sigma` instead of the run's
+    /// (an inference setting: the networks are unchanged), e.g. `0` to score
+    /// the raw segmentation output. Errors on a negative or non-finite sigma.
+    pub fn with_map_sigma(mut self, sigma: f64) -> Result<Self> {
+        if !(sigma.is_finite() && sigma >= 0.0) {
+            return Err(Error::Config {
+                path: "inference.map_sigma".into(),
+                message: format!("must be finite and at least 0, got {sigma}"),
+            });
+        }
+        self.config.inference.map_sigma = sigma;
+        Ok(self)
+    }
+
     /// The configuration of the run it was trained in.
     pub fn config(&self) -> &Config {
         &self.config
@@ -143,7 +157,7 @@ impl DiffAd {
                 .zip(reconstructions)
                 .zip(middles)
             {
-                let map = AnomalyMap::finite(size, size, v.to_vec())?;
+                let map = self.smooth(AnomalyMap::finite(size, size, v.to_vec())?)?;
                 let score = diffad_metrics::image_score_view(
                     map.view(),
                     self.config.inference.score_kernel,
@@ -169,6 +183,21 @@ impl DiffAd {
             out.extend(tensor_to_images(&self.reconstructor.vae_round_trip(&x)?)?);
         }
         Ok(out)
+    }
+
+    /// The map smoothed by `inference.map_sigma` (unchanged at 0).
+    fn smooth(&self, map: AnomalyMap) -> Result<AnomalyMap> {
+        let sigma = self.config.inference.map_sigma;
+        if sigma == 0.0 {
+            return Ok(map);
+        }
+        let smooth = diffad_metrics::gaussian_smooth(map.view(), sigma)?;
+        let (h, w) = smooth.dim();
+        Ok(AnomalyMap::finite(
+            h,
+            w,
+            smooth.into_raw_vec_and_offset().0,
+        )?)
     }
 
     /// [`Error::Shape`] unless every image is `data.image_size` square.

@@ -107,10 +107,25 @@ fn trains_every_stage_evaluates_and_writes_every_output() {
     let first = load_image(&class.test[0].image, 32).unwrap();
     let second = load_image(&class.test[1].image, 32).unwrap();
     let (map, score) = model.predict(&second).unwrap();
-    let batch = model.predict_batch(&[first, second]).unwrap();
+    let batch = model.predict_batch(&[first, second.clone()]).unwrap();
     assert_eq!(batch[1].map, map);
     assert_eq!(batch[1].score, score);
     assert!(map.as_slice().iter().all(|v| (0.0..=1.0).contains(v)));
+    // `inference.map_sigma` smooths the map (and the image score is taken from
+    // the smoothed map); 0 gives the raw segmentation output back.
+    let smoothed = DiffAd::load(&RunDir::open(&run_dir).unwrap(), &Device::Cpu)
+        .unwrap()
+        .with_map_sigma(1.0)
+        .unwrap();
+    let (smooth_map, smooth_score) = smoothed.predict(&second).unwrap();
+    let expected = diffad::metrics::gaussian_smooth(map.view(), 1.0).unwrap();
+    assert_eq!(smooth_map.view(), expected.view());
+    assert_ne!(smooth_map, map);
+    assert_eq!(
+        smooth_score,
+        diffad::metrics::image_score_view(expected.view(), config.inference.score_kernel).unwrap()
+    );
+    assert!(smoothed.with_map_sigma(-1.0).is_err());
 
     let out = work.path().join("eval");
     let result = evaluate(&model, &class, &out, &EvalOptions::default(), &mut Silent).unwrap();

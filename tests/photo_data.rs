@@ -4,7 +4,7 @@
 use diffad::baseline::{evaluate_baseline, PatchKnnConfig};
 use diffad::data::{MvtecClass, RgbImage};
 use diffad::photo_data::{
-    defective_crop, good_crop, write_photo_dataset, Part, PhotoDataOptions, PHOTO_CLASSES,
+    defective_crop, good_crop, write_photo_dataset, Layout, Part, PhotoDataOptions, PHOTO_CLASSES,
     PHOTO_DEFECTS,
 };
 
@@ -24,17 +24,61 @@ fn every_class_has_disjoint_parts_that_hold_a_crop() {
     assert!(PHOTO_CLASSES.len() >= 6);
     for class in PHOTO_CLASSES {
         let photo = class.photograph().unwrap();
-        let (tx, ty, tw, th) = photo.part(Part::Train);
-        let (sx, sy, sw, sh) = photo.part(Part::Test);
-        let overlap_x = tx < sx + sw && sx < tx + tw;
-        let overlap_y = ty < sy + sh && sy < ty + th;
-        assert!(!(overlap_x && overlap_y), "{}: parts overlap", class.name);
-        assert!(tw.min(th) >= class.crop && sw.min(sh) >= class.crop);
+        let train = photo.rects(Part::Train);
+        let test = photo.rects(Part::Test);
+        for &(tx, ty, tw, th) in &train {
+            for &(sx, sy, sw, sh) in &test {
+                let overlap_x = tx < sx + sw && sx < tx + tw;
+                let overlap_y = ty < sy + sh && sy < ty + th;
+                assert!(!(overlap_x && overlap_y), "{}: parts overlap", class.name);
+            }
+        }
+        let all: Vec<_> = train.iter().chain(&test).collect();
+        assert!(all.iter().all(|r| r.2.min(r.3) >= class.crop));
         let (w, h) = photo.dimensions();
         assert_eq!(
-            tw * th + sw * sh,
+            all.iter().map(|r| r.2 * r.3).sum::<u32>(),
             w * h,
             "{}: parts cover the photo",
+            class.name
+        );
+        let expected = match class.layout {
+            Layout::TrainThenTest => 1,
+            Layout::TestBetweenTrain => 2,
+        };
+        assert_eq!((train.len(), test.len()), (expected, 1), "{}", class.name);
+    }
+}
+
+/// Where the test part lies between two training parts, the good test crops'
+/// mean colour lies inside the range of the training crops' (the reason for
+/// that layout; with the test part at one end of the wood photograph, every
+/// test crop was darker than every training crop).
+#[test]
+fn test_crops_look_like_training_crops() {
+    let mean = |img: &RgbImage| -> f64 {
+        let v = img.to_rgb8();
+        v.pixels().map(|p| f64::from(p[1])).sum::<f64>() / (v.width() * v.height()) as f64
+    };
+    for class in PHOTO_CLASSES
+        .iter()
+        .filter(|c| c.layout == Layout::TestBetweenTrain)
+    {
+        let photo = class.photograph().unwrap();
+        let crops = |split: u64, n: u64| -> Vec<f64> {
+            (0..n)
+                .map(|i| mean(&good_crop(&photo, class, 32, 0, split, i).unwrap()))
+                .collect()
+        };
+        let train = crops(diffad::photo_data::TRAIN_SPLIT, 40);
+        let test = crops(diffad::photo_data::TEST_GOOD_SPLIT, 12);
+        let (lo, hi) = train
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let inside = test.iter().filter(|&&v| v >= lo && v <= hi).count();
+        assert!(
+            inside >= 10,
+            "{}: {inside} of 12 test crops inside [{lo}, {hi}]",
             class.name
         );
     }

@@ -176,6 +176,18 @@ mod tests {
             2 * tiny.segmenter.base_channels
         );
         assert!(cpu.ldm.epochs >= 10 * tiny.ldm.epochs);
+        // The map smoothing is an extension: off in the paper, on in `cpu`.
+        assert_eq!(
+            (Config::paper().inference.map_sigma, cpu.inference.map_sigma),
+            (0.0, 1.0)
+        );
+        // A configuration written before the setting existed reads as 0.
+        let old = Config::paper()
+            .to_toml_string()
+            .unwrap()
+            .replace("map_sigma = 0.0\n", "");
+        assert!(!old.contains("map_sigma"));
+        assert_eq!(Config::from_toml_str(&old, "x").unwrap(), Config::paper());
     }
 
     #[test]
@@ -210,6 +222,12 @@ mod tests {
         let mut c = Config::tiny();
         c.ldm.attention_levels.push(true);
         assert!(c.validate(Path::new("x")).is_err());
+        for sigma in [-1.0, f64::NAN, f64::INFINITY] {
+            let mut c = Config::cpu();
+            c.inference.map_sigma = sigma;
+            let err = c.validate(Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains("inference.map_sigma"), "{err}");
+        }
 
         let text = Config::tiny().to_toml_string().unwrap() + "\n[extra]\nkey = 1\n";
         let err = Config::from_toml_str(&text, "cfg.toml").unwrap_err();

@@ -153,6 +153,16 @@ pub struct InferenceConfig {
     pub sdedit_strength: f64,
     /// Side of the average-pooling window of the image score (21).
     pub score_kernel: usize,
+    /// Standard deviation, in pixels, of the Gaussian that smooths the
+    /// anomaly map before it is reported, thresholded and scored
+    /// (`diffad_metrics::gaussian_smooth`; the image score is then taken from
+    /// the smoothed map). `0` = no smoothing: the paper (and DRAEM) score the
+    /// raw segmentation output. An extension, off in the `paper` preset: the
+    /// usual last step of other detectors (sigma 4 at 224-256 pixels in
+    /// PatchCore and anomalib), which fills the segmenter's speckled response
+    /// inside a defect (`docs/quality.md`, ablation).
+    #[serde(default)]
+    pub map_sigma: f64,
     /// Images per forward pass.
     pub batch_size: usize,
     /// The floating-point type the VAE, the denoiser and the segmenter run in at
@@ -278,7 +288,7 @@ impl DataConfig {
     /// The segmenter pools five times (DRAEM), so the side is a multiple of 32.
     pub(crate) fn validate(&self, check: &Check) -> Result<()> {
         let size = self.image_size;
-        if size < 32 || size % 32 != 0 {
+        if size < 32 || !size.is_multiple_of(32) {
             return check.fail(format!(
                 "data.image_size = {size} must be a positive multiple of 32 (the segmenter pools 5 times)"
             ));
@@ -330,7 +340,7 @@ impl VaeConfig {
         check.nonzero("vae.norm_groups", self.norm_groups)?;
         check.nonzero("vae.batch_size", self.batch_size)?;
         for m in &self.channel_mult {
-            if (self.base_channels * m) % self.norm_groups != 0 {
+            if !(self.base_channels * m).is_multiple_of(self.norm_groups) {
                 return check.fail(format!(
                     "vae.norm_groups = {} must divide every block width (vae.base_channels x {m})",
                     self.norm_groups
@@ -345,7 +355,7 @@ impl VaeConfig {
             return check.fail(format!("vae.dropout = {} must lie in [0, 1)", self.dropout));
         }
         let f = self.downsample_factor();
-        if image_size % f != 0 {
+        if !image_size.is_multiple_of(f) {
             return check.fail(format!(
                 "data.image_size = {image_size} must be divisible by the VAE factor {f}"
             ));
@@ -375,7 +385,8 @@ impl LdmConfig {
         check.nonzero("ldm.batch_size", self.batch_size)?;
         for m in &self.channel_mult {
             let width = self.model_channels * m;
-            if width % self.norm_groups != 0 || width % self.head_channels != 0 {
+            if !width.is_multiple_of(self.norm_groups) || !width.is_multiple_of(self.head_channels)
+            {
                 return check.fail(format!(
                     "ldm.norm_groups = {} and ldm.head_channels = {} must divide every width (ldm.model_channels x {m} = {width})",
                     self.norm_groups, self.head_channels
@@ -383,7 +394,7 @@ impl LdmConfig {
             }
         }
         let ldm_f = 1usize << (self.channel_mult.len() - 1);
-        if latent_size % ldm_f != 0 {
+        if !latent_size.is_multiple_of(ldm_f) {
             return check.fail(format!(
                 "latent size {latent_size} must be divisible by the UNet factor {ldm_f}"
             ));
@@ -462,7 +473,13 @@ impl InferenceConfig {
                 self.sdedit_strength
             ));
         }
-        if self.score_kernel % 2 == 0 || self.score_kernel > image_size {
+        if !(self.map_sigma.is_finite() && self.map_sigma >= 0.0) {
+            return check.fail(format!(
+                "inference.map_sigma = {} must be finite and at least 0",
+                self.map_sigma
+            ));
+        }
+        if self.score_kernel.is_multiple_of(2) || self.score_kernel > image_size {
             return check.fail(format!(
                 "inference.score_kernel = {} must be odd and at most image_size",
                 self.score_kernel

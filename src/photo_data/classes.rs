@@ -1,7 +1,7 @@
 //! The surface classes of the real-photograph benchmark: one committed
 //! photograph each (`assets/photos/<name>.png`, embedded in the binary), the
 //! crop side in photograph pixels, and the split of the photograph into a
-//! training part and a disjoint test part.
+//! training part and a disjoint test part ([`Layout`]).
 
 use image::imageops::{self, FilterType};
 use rand::Rng;
@@ -19,6 +19,8 @@ pub struct PhotoClass {
     /// Side of a crop in photograph pixels, before resizing to the output
     /// size: the same piece of surface is shown at 64x64 and at 128x128.
     pub crop: u32,
+    /// Where the training and the test part lie in the photograph.
+    pub layout: Layout,
     /// The PNG file (`assets/photos/<name>.png`).
     png: &'static [u8],
 }
@@ -31,37 +33,43 @@ pub const PHOTO_CLASSES: [PhotoClass; 6] = [
         name: "brick",
         source: "skimage brick.png (CC0Textures Bricks25), CC0",
         crop: 128,
+        layout: Layout::TrainThenTest,
         png: include_bytes!("../../assets/photos/brick.png"),
     },
     PhotoClass {
         name: "grass",
         source: "skimage grass.png (DeviantArt linolafett), CC0",
         crop: 128,
+        layout: Layout::TrainThenTest,
         png: include_bytes!("../../assets/photos/grass.png"),
     },
     PhotoClass {
         name: "gravel",
         source: "skimage gravel.png (CC0Textures Gravel04), CC0",
         crop: 128,
+        layout: Layout::TrainThenTest,
         png: include_bytes!("../../assets/photos/gravel.png"),
     },
     PhotoClass {
         name: "wood",
         source: "skimage coffee.png (table right of the cup, Rachel Michetti), CC0",
         crop: 96,
+        layout: Layout::TestBetweenTrain,
         png: include_bytes!("../../assets/photos/wood.png"),
     },
     PhotoClass {
         name: "tissue",
         source:
             "skimage ihc.png (IHC-stained colonic glands, CMMI), no known copyright restrictions",
-        crop: 96,
+        crop: 76,
+        layout: Layout::TestBetweenTrain,
         png: include_bytes!("../../assets/photos/tissue.png"),
     },
     PhotoClass {
         name: "retina",
         source: "skimage retina.jpg (fundus, Mikael Haggstrom, Wikimedia), CC0",
         crop: 128,
+        layout: Layout::TrainThenTest,
         png: include_bytes!("../../assets/photos/retina.png"),
     },
 ];
@@ -84,10 +92,29 @@ pub fn photo_class(name: &str) -> Result<PhotoClass> {
 /// Which part of a photograph a crop comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
-    /// The first 60 % along the photograph's longer axis (rows when square).
+    /// The training part (see [`Layout`]).
     Train,
-    /// The remaining 40 %: no training crop overlaps it.
+    /// The test part: no training crop overlaps it.
     Test,
+}
+
+/// How a photograph is cut into its training and test parts, across its
+/// longer axis (rows when square).
+///
+/// A good test crop must look like the good training crops, as in MVTec AD,
+/// where both are photographs of the same production: otherwise a detector
+/// of anomalies is judged on how it handles a change of lighting or content
+/// rather than on defects. Photographs that are uniform along their longer
+/// axis take [`Layout::TrainThenTest`]; those with a gradient along it (the
+/// light falling off across the coffee table, gland against stroma in the
+/// tissue) take [`Layout::TestBetweenTrain`], so that the test part's
+/// appearance lies inside the range the training part covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Training on the first [`TRAIN_FRACTION`] (60 %), test on the rest.
+    TrainThenTest,
+    /// Training on both ends (30 % each), test on the middle 40 %.
+    TestBetweenTrain,
 }
 
 /// Fraction of the longer axis that belongs to [`Part::Train`].
@@ -104,7 +131,8 @@ pub struct Photograph {
 pub type Rect = (u32, u32, u32, u32);
 
 impl PhotoClass {
-    /// Decodes the embedded photograph and checks that both parts hold a crop.
+    /// Decodes the embedded photograph and checks that every rectangle of
+    /// both parts holds a crop.
     pub fn photograph(&self) -> Result<Photograph> {
         let asset = std::path::PathBuf::from(format!("assets/photos/{}.png", self.name));
         let rgb = image::load_from_memory_with_format(self.png, image::ImageFormat::Png)
@@ -115,15 +143,16 @@ impl PhotoClass {
             .to_rgb8();
         let photo = Photograph { class: *self, rgb };
         for part in [Part::Train, Part::Test] {
-            let (_, _, w, h) = photo.part(part);
-            if w < self.crop || h < self.crop {
-                return Err(Error::Layout {
-                    path: asset,
-                    reason: format!(
-                        "the {part:?} part is {w}x{h}, smaller than the {0}x{0} crop",
-                        self.crop
-                    ),
-                });
+            for (_, _, w, h) in photo.rects(part) {
+                if w < self.crop || h < self.crop {
+                    return Err(Error::Layout {
+                        path: asset,
+                        reason: format!(
+                            "a rectangle of the {part:?} part is {w}x{h}, smaller than the {0}x{0} crop",
+                            self.crop
+                        ),
+                    });
+                }
             }
         }
         Ok(photo)
@@ -136,31 +165,65 @@ impl Photograph {
         self.rgb.dimensions()
     }
 
-    /// The rectangle of `part`: the photograph is cut across its longer axis
-    /// (rows when square) at [`TRAIN_FRACTION`].
-    pub fn part(&self, part: Part) -> Rect {
+    /// The rectangles of `part` (one, or two for the training part of
+    /// [`Layout::TestBetweenTrain`]): the photograph is cut across its longer
+    /// axis (rows when square) as its class's [`Layout`] says.
+    pub fn rects(&self, part: Part) -> Vec<Rect> {
         let (w, h) = self.rgb.dimensions();
         let along_x = w > h;
         let long = if along_x { w } else { h };
-        let cut = (f64::from(long) * TRAIN_FRACTION).round() as u32;
-        let (start, len) = match part {
-            Part::Train => (0, cut),
-            Part::Test => (cut, long - cut),
+        let at = |f: f64| (f64::from(long) * f).round() as u32;
+        let spans: Vec<(u32, u32)> = match (self.class.layout, part) {
+            (Layout::TrainThenTest, Part::Train) => vec![(0, at(TRAIN_FRACTION))],
+            (Layout::TrainThenTest, Part::Test) => {
+                vec![(at(TRAIN_FRACTION), long - at(TRAIN_FRACTION))]
+            }
+            (Layout::TestBetweenTrain, Part::Train) => {
+                let end = at(TRAIN_FRACTION / 2.0);
+                vec![(0, end), (long - end, end)]
+            }
+            (Layout::TestBetweenTrain, Part::Test) => {
+                let end = at(TRAIN_FRACTION / 2.0);
+                vec![(end, long - 2 * end)]
+            }
         };
-        if along_x {
-            (start, 0, len, h)
-        } else {
-            (0, start, w, len)
-        }
+        spans
+            .into_iter()
+            .map(|(start, len)| {
+                if along_x {
+                    (start, 0, len, h)
+                } else {
+                    (0, start, w, len)
+                }
+            })
+            .collect()
     }
 
     /// A random `crop x crop` square of `part`, flipped horizontally and/or
     /// vertically with probability 1/2 each, resized to `size x size`
     /// (Catmull-Rom, antialiased when shrinking). No rotation: the surfaces
     /// keep their natural orientation, as MVTec AD's textures do.
+    ///
+    /// Every crop position of the part is equally likely (a rectangle is
+    /// chosen in proportion to the positions it holds).
     pub fn random_crop(&self, part: Part, size: u32, rng: &mut ChaCha8Rng) -> image::RgbImage {
-        let (x0, y0, w, h) = self.part(part);
         let c = self.class.crop;
+        let rects = self.rects(part);
+        let positions = |&(_, _, w, h): &Rect| u64::from(w - c + 1) * u64::from(h - c + 1);
+        let (x0, y0, w, h) = if rects.len() == 1 {
+            rects[0]
+        } else {
+            let mut pick = rng.random_range(0..rects.iter().map(positions).sum::<u64>());
+            let mut chosen = rects[rects.len() - 1];
+            for r in &rects {
+                if pick < positions(r) {
+                    chosen = *r;
+                    break;
+                }
+                pick -= positions(r);
+            }
+            chosen
+        };
         let x = x0 + rng.random_range(0..=w - c);
         let y = y0 + rng.random_range(0..=h - c);
         let mut crop = imageops::crop_imm(&self.rgb, x, y, c, c).to_image();

@@ -51,7 +51,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-pub use classes::{photo_class, Part, PhotoClass, Photograph, PHOTO_CLASSES};
+pub use classes::{photo_class, Layout, Part, PhotoClass, Photograph, PHOTO_CLASSES};
 pub use defects::{PhotoDefect, PHOTO_DEFECTS};
 
 use crate::data::{Mask, RgbImage};
@@ -92,9 +92,9 @@ impl Default for PhotoDataOptions {
 /// many numbers the crop consumed.
 const DEFECT_SALT: u64 = 0xdefe_c7ed_0000_0001;
 /// Stream of the training crops.
-const TRAIN_SPLIT: u64 = 0;
+pub const TRAIN_SPLIT: u64 = 0;
 /// Stream of the good test crops.
-const TEST_GOOD_SPLIT: u64 = 1;
+pub const TEST_GOOD_SPLIT: u64 = 1;
 
 /// A 64-bit FNV-1a hash of the class name: each class its own streams.
 fn class_salt(name: &str) -> u64 {

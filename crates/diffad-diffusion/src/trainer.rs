@@ -460,7 +460,7 @@ impl LdmTrainer {
             sum += last as f64;
             progress.step(self.step, f64::from(last));
             if let (Some(path), Some(every)) = (&opts.checkpoint, opts.checkpoint_every) {
-                if every > 0 && self.step % every == 0 {
+                if every > 0 && self.step.is_multiple_of(every) {
                     self.save_checkpoint(path)?;
                     log::debug!(
                         "ldm: checkpoint of step {} written to {}",

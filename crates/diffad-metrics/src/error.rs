@@ -92,6 +92,9 @@ pub enum Error {
     /// The AU-PRO integration limit is outside `(0, 1]`.
     #[error("fpr_limit must lie in (0, 1], got {0}")]
     FprLimit(f64),
+    /// The smoothing of [`crate::gaussian_smooth`] has a negative or non-finite sigma.
+    #[error("the smoothing sigma must be finite and at least 0, got {0}")]
+    Sigma(f64),
     /// The mean-filter kernel of [`crate::image_score`] is zero.
     #[error("the mean-filter kernel must be at least 1 pixel wide, got {0}")]
     Kernel(usize),

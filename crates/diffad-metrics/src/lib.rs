@@ -14,6 +14,7 @@
 //! | [`aupro`] | normalised area under the per-region-overlap curve up to an FPR limit | MVTec AD evaluation |
 //! | [`image_score`] | max of the `k x k` mean filter (zero padding counted) | DRAEM / DiffAD, `avg_pool2d` |
 //! | [`psnr`] | PSNR over masked pixels | the paper's "direct copy" diagnostic |
+//! | [`gaussian_smooth`] | Gaussian blur of an anomaly map, `reflect` edges | `scipy.ndimage.gaussian_filter` |
 //!
 //! Streaming accumulators ([`PixelMetrics`], [`ImageMetrics`], and
 //! [`Evaluator`] for both) take one image at a time, so an evaluation never
@@ -66,6 +67,7 @@ mod psnr;
 mod ranked;
 mod regions;
 mod report;
+mod smoothing;
 mod view;
 
 pub use accumulate::{
@@ -78,3 +80,4 @@ pub use pro::{aupro, aupro_view, DEFAULT_FPR_LIMIT};
 pub use psnr::{psnr, psnr_view};
 pub use ranked::{F1Max, MAX_GROUPS, MAX_REGIONS};
 pub use report::{Evaluator, Report};
+pub use smoothing::gaussian_smooth;

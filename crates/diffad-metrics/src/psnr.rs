@@ -84,7 +84,7 @@ fn psnr_slice(a: &[f32], b: &[f32], mask: &[bool]) -> Result<f64> {
             got: b.len(),
         });
     }
-    if mask.is_empty() || a.len() % mask.len() != 0 {
+    if mask.is_empty() || !a.len().is_multiple_of(mask.len()) {
         return Err(Error::LengthMismatch {
             what: "mask (one flag per element or per pixel of each channel)",
             expected: a.len(),

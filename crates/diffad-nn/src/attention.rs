@@ -135,7 +135,7 @@ impl candle_core::Module for Attention {
 /// `to_out.0`, all linear layers with bias and PyTorch's default init).
 pub fn attention(config: AttentionConfig, vb: VarBuilder) -> Result<Attention> {
     let c = config.channels;
-    if config.head_dim == 0 || c % config.head_dim != 0 {
+    if config.head_dim == 0 || !c.is_multiple_of(config.head_dim) {
         return Err(Error::config(
             "Attention",
             format!(

@@ -159,7 +159,10 @@ pub fn conv2d(
     config: Conv2dConfig,
     vb: VarBuilder,
 ) -> Result<Conv2d> {
-    if config.groups == 0 || in_channels % config.groups != 0 || out_channels % config.groups != 0 {
+    if config.groups == 0
+        || !in_channels.is_multiple_of(config.groups)
+        || !out_channels.is_multiple_of(config.groups)
+    {
         return Err(Error::config(
             "Conv2d",
             format!(

@@ -10,10 +10,22 @@
 //!   (Candle's bilinear upsampling has no backward.)
 //! * [`max_pool2d`] and [`avg_pool2d`] with kernel = stride (PyTorch's floor mode: trailing
 //!   rows/columns that do not fill a window are dropped).
+//!
+//! On the CPU (`f32`/`f64`), the first three run as one-pass kernels with their backward
+//! ([`crate::kernels::resample`]: the plain-op versions above copy a six-dimensional
+//! broadcast or multiply by mostly-zero matrices, and their backward passes are strided
+//! reductions); the plain ops remain the device-generic path and compute the same values
+//! and gradients.
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+
+/// Whether the CPU kernels of [`crate::kernels::resample`] run for `x` (`f32`/`f64` on the
+/// CPU, unless the device-generic path is forced).
+fn kernel_applies(x: &Tensor) -> bool {
+    crate::runtime::cpu_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64)
+}
 
 fn dims4(layer: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
     match *x.dims() {
@@ -27,6 +39,9 @@ fn dims4(layer: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)
 /// `Upsample2D`).
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = dims4("upsample_nearest2x", x)?;
+    if kernel_applies(x) {
+        return Ok(crate::kernels::resample::upsample_nearest2x(x)?);
+    }
     Ok(x.reshape((b, c, h, 1, w, 1))?
         .broadcast_as((b, c, h, 2, w, 2))?
         .reshape((b, c, 2 * h, 2 * w))?)
@@ -77,6 +92,11 @@ pub fn upsample_bilinear2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Ten
             x.dims(),
         ));
     }
+    if kernel_applies(x) {
+        return Ok(crate::kernels::resample::upsample_bilinear2d(
+            x, out_h, out_w,
+        )?);
+    }
     let a_w_t = interpolation_matrix_align_corners(w, out_w, x.dtype(), x.device())?.t()?;
     let a_h = interpolation_matrix_align_corners(h, out_h, x.dtype(), x.device())?;
     // Rows: (B·C·H, W) · (W, out_w).
@@ -113,6 +133,11 @@ fn pool_crop(layer: &'static str, x: &Tensor, k: usize) -> Result<(Tensor, [usiz
 /// from `reshape` + `max`; the gradient goes to the maximum of each window (to every
 /// maximum when several are equal).
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if kernel_applies(x) {
+        // Checks the sizes (the kernel crops as `pool_crop` does).
+        pool_crop("max_pool2d", x, k)?;
+        return Ok(crate::kernels::resample::max_pool2d(x, k)?);
+    }
     let (x, [b, c, oh, ow]) = pool_crop("max_pool2d", x, k)?;
     Ok(x.contiguous()?
         .reshape((b, c, oh, k, ow, k))?

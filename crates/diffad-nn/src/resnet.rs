@@ -107,7 +107,7 @@ impl ResnetBlock2D {
     /// not depend on the batch size); `train` turns dropout on.
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let (b, _, _, _) = expect_nchw("ResnetBlock2D", x, self.config.in_channels)?;
-        let h = crate::norm::silu(&self.norm1.forward(x)?)?;
+        let h = self.norm1.forward_silu(x)?;
         let h = self.conv1.forward(&h)?;
         let temb = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
@@ -134,23 +134,26 @@ impl ResnetBlock2D {
             }
             (_, None) => None,
         };
+        // norm2 then SiLU, fused where nothing comes between them.
         let h = match (self.config.time_embedding_norm, &temb) {
             (TimeEmbeddingNorm::Default, Some(t)) => {
                 let h = h.broadcast_add(t)?;
-                self.norm2.forward(&h)?
+                self.norm2.forward_silu(&h)?
             }
             (TimeEmbeddingNorm::ScaleShift, Some(t)) => {
                 let out = self.config.out_channels;
                 let scale = t.narrow(1, 0, out)?;
                 let shift = t.narrow(1, out, out)?;
-                self.norm2
+                let h = self
+                    .norm2
                     .forward(&h)?
                     .broadcast_mul(&(scale + 1.0)?)?
-                    .broadcast_add(&shift)?
+                    .broadcast_add(&shift)?;
+                crate::norm::silu(&h)?
             }
-            (_, None) => self.norm2.forward(&h)?,
+            (_, None) => self.norm2.forward_silu(&h)?,
         };
-        let h = self.dropout.forward(&crate::norm::silu(&h)?, train)?;
+        let h = self.dropout.forward(&h, train)?;
         let h = self.conv2.forward(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,

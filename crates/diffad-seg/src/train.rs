@@ -493,7 +493,7 @@ impl SegTrainer {
             self.epoch_losses.push(sum / batches_per_epoch as f64);
             self.epoch += 1;
             if let Some(path) = &self.config.checkpoint {
-                if self.epoch % self.config.checkpoint_every == 0
+                if self.epoch.is_multiple_of(self.config.checkpoint_every)
                     || self.epoch == self.config.epochs
                 {
                     let path = path.clone();

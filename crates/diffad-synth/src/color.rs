@@ -78,7 +78,7 @@ fn from_hue_chroma(h: f32, c: f32, m: f32) -> (f32, f32, f32) {
     let sector = (hp as u32).min(5);
     let f = hp - sector as f32;
     // c * (1 - |hp mod 2 - 1|): rising edge in even sectors, falling in odd.
-    let x = c * if sector % 2 == 0 { f } else { 1.0 - f };
+    let x = c * if sector.is_multiple_of(2) { f } else { 1.0 - f };
     let (r, g, b) = match sector {
         0 => (c, x, 0.0),
         1 => (x, c, 0.0),

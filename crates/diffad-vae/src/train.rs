@@ -599,7 +599,7 @@ impl VaeTrainer {
             history.push(stats);
             let at_end = self.step == self.config.steps;
             if let Some(dir) = &self.config.checkpoint_dir {
-                if self.step % self.config.checkpoint_every == 0 || at_end {
+                if self.step.is_multiple_of(self.config.checkpoint_every) || at_end {
                     let path = Self::checkpoint_path(dir, self.step);
                     self.save_checkpoint(&path)?;
                     log::debug!(

@@ -17,9 +17,8 @@
 //! `(0, 2, 3)`. Used on the CPU for `f32`/`f64`.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor, WithDType};
-use rayon::prelude::*;
 
-use crate::kernels::util::{contiguous, with_slices};
+use crate::kernels::util::{contiguous, par_chunks_mut, with_slices};
 
 /// `(batch, channels, spatial)` of an `(B, C, ...)` layout.
 fn dims(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
@@ -36,27 +35,38 @@ fn per_channel<T: Sync, R: Send>(
     (b, c, s): (usize, usize, usize),
     f: impl Fn(usize, &mut dyn Iterator<Item = &[T]>) -> R + Sync,
 ) -> Vec<R> {
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut slices = (0..b).map(|i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
-            f(ch, &mut slices)
-        })
-        .collect()
+    let mut out: Vec<Option<R>> = (0..c).map(|_| None).collect();
+    par_chunks_mut(&mut out, 1, x.len(), |ch, slot| {
+        let mut slices = (0..b).map(|i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]);
+        slot[0] = Some(f(ch, &mut slices));
+    });
+    out.into_iter().flatten().collect()
 }
 
 /// Mean and biased variance of each channel over `(B, spatial)`.
 fn stats<T: WithDType>(x: &[T], d: (usize, usize, usize)) -> Vec<T> {
     let n = (d.0 * d.2) as f64;
     let per = per_channel(x, d, |_, slices| {
+        // Sixteen partial sums, so that the loop vectorises.
+        let (mut s16, mut s2_16) = ([0f64; 16], [0f64; 16]);
         let (mut s, mut s2) = (0.0, 0.0);
         for sl in slices {
-            for v in sl {
+            let mut chunks = sl.chunks_exact(16);
+            for c in &mut chunks {
+                for k in 0..16 {
+                    let v = c[k].to_f64();
+                    s16[k] += v;
+                    s2_16[k] += v * v;
+                }
+            }
+            for v in chunks.remainder() {
                 let v = v.to_f64();
                 s += v;
                 s2 += v * v;
             }
         }
+        let s = s + s16.iter().sum::<f64>();
+        let s2 = s2 + s2_16.iter().sum::<f64>();
         let mean = s / n;
         (mean, (s2 / n - mean * mean).max(0.0))
     });
@@ -74,28 +84,27 @@ fn forward<T: WithDType>(
     d: (usize, usize, usize),
 ) -> Vec<T> {
     let (_, c, s) = d;
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(s.max(1))
-        .zip(x.par_chunks(s.max(1)))
-        .enumerate()
-        .for_each(|(idx, (o, xs))| {
-            let ch = idx % c;
-            let a_f = gamma[ch].to_f64() * st.rstd[ch];
-            let (a, b) = (
-                T::from_f64(a_f),
-                T::from_f64(beta[ch].to_f64() - st.mean[ch] * a_f),
-            );
-            if relu {
-                for (o, v) in o.iter_mut().zip(xs) {
-                    let y = *v * a + b;
-                    *o = if y > T::zero() { y } else { T::zero() };
-                }
-            } else {
-                for (o, v) in o.iter_mut().zip(xs) {
-                    *o = *v * a + b;
-                }
+    let mut out = crate::kernels::util::uninit_vec(x.len());
+    let sm = s.max(1);
+    par_chunks_mut(&mut out, sm, x.len(), |idx, o| {
+        let xs = &x[idx * sm..idx * sm + o.len()];
+        let ch = idx % c;
+        let a_f = gamma[ch].to_f64() * st.rstd[ch];
+        let (a, b) = (
+            T::from_f64(a_f),
+            T::from_f64(beta[ch].to_f64() - st.mean[ch] * a_f),
+        );
+        if relu {
+            for (o, v) in o.iter_mut().zip(xs) {
+                let y = *v * a + b;
+                *o = if y > T::zero() { y } else { T::zero() };
             }
-        });
+        } else {
+            for (o, v) in o.iter_mut().zip(xs) {
+                *o = *v * a + b;
+            }
+        }
+    });
     out
 }
 
@@ -133,54 +142,66 @@ fn backward<T: WithDType>(
         }
     };
     // Per channel Σ dy and Σ dy·x̂.
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mean, rstd) = (st.mean[ch], st.rstd[ch]);
+    let mut sums = vec![(0.0, 0.0); c];
+    par_chunks_mut(&mut sums, 1, x.len(), |ch, slot| {
+        let (mean, rstd) = (st.mean[ch], st.rstd[ch]);
+        let mask = grad(ch);
+        // Sixteen partial sums, so that the loop vectorises.
+        let (mut sg16, mut sgx16) = ([0f64; 16], [0f64; 16]);
+        let (mut sg, mut sgx) = (0.0, 0.0);
+        for i in 0..b {
+            let range = (i * c + ch) * s..(i * c + ch + 1) * s;
+            let (xs, gs) = (&x[range.clone()], &dy[range]);
+            let mut xc = xs.chunks_exact(16);
+            let mut gc = gs.chunks_exact(16);
+            for (xv, gv) in (&mut xc).zip(&mut gc) {
+                for k in 0..16 {
+                    let v = xv[k].to_f64();
+                    let g = mask(v, gv[k].to_f64());
+                    sg16[k] += g;
+                    sgx16[k] += g * (v - mean);
+                }
+            }
+            for (v, g) in xc.remainder().iter().zip(gc.remainder()) {
+                let v = v.to_f64();
+                let g = mask(v, g.to_f64());
+                sg += g;
+                sgx += g * (v - mean);
+            }
+        }
+        let sg = sg + sg16.iter().sum::<f64>();
+        let sgx = sgx + sgx16.iter().sum::<f64>();
+        slot[0] = (sg, sgx * rstd);
+    });
+    let mut out = crate::kernels::util::uninit_vec(x.len() + 2 * c);
+    let sm = s.max(1);
+    par_chunks_mut(&mut out[..x.len()], sm, x.len(), |idx, o| {
+        let xs = &x[idx * sm..idx * sm + o.len()];
+        let gs = &dy[idx * sm..idx * sm + o.len()];
+        let ch = idx % c;
+        let (mean, rstd) = (st.mean[ch], st.rstd[ch]);
+        let k = gamma[ch].to_f64() * rstd;
+        // dx = k dy + bx x + e, with the batch-statistics terms only in training.
+        let (bx, e) = if train {
+            let (sg, sgx) = sums[ch];
+            let bx = -k * rstd * sgx / n;
+            (bx, -k * sg / n - bx * mean)
+        } else {
+            (0.0, 0.0)
+        };
+        if op.relu_beta.is_some() {
             let mask = grad(ch);
-            let (mut sg, mut sgx) = (0.0, 0.0);
-            for i in 0..b {
-                let range = (i * c + ch) * s..(i * c + ch + 1) * s;
-                for (v, g) in x[range.clone()].iter().zip(&dy[range]) {
-                    let v = v.to_f64();
-                    let g = mask(v, g.to_f64());
-                    sg += g;
-                    sgx += g * (v - mean);
-                }
-            }
-            (sg, sgx * rstd)
-        })
-        .collect();
-    let mut out = vec![T::zero(); x.len() + 2 * c];
-    out[..x.len()]
-        .par_chunks_mut(s.max(1))
-        .zip(x.par_chunks(s.max(1)).zip(dy.par_chunks(s.max(1))))
-        .enumerate()
-        .for_each(|(idx, (o, (xs, gs)))| {
-            let ch = idx % c;
-            let (mean, rstd) = (st.mean[ch], st.rstd[ch]);
-            let k = gamma[ch].to_f64() * rstd;
-            // dx = k dy + bx x + e, with the batch-statistics terms only in training.
-            let (bx, e) = if train {
-                let (sg, sgx) = sums[ch];
-                let bx = -k * rstd * sgx / n;
-                (bx, -k * sg / n - bx * mean)
-            } else {
-                (0.0, 0.0)
-            };
-            if op.relu_beta.is_some() {
-                let mask = grad(ch);
-                for ((o, v), g) in o.iter_mut().zip(xs).zip(gs) {
-                    let v = v.to_f64();
-                    *o = T::from_f64(k * mask(v, g.to_f64()) + bx * v + e);
-                }
-                return;
-            }
-            let (k, bx, e) = (T::from_f64(k), T::from_f64(bx), T::from_f64(e));
             for ((o, v), g) in o.iter_mut().zip(xs).zip(gs) {
-                *o = k * *g + bx * *v + e;
+                let v = v.to_f64();
+                *o = T::from_f64(k * mask(v, g.to_f64()) + bx * v + e);
             }
-        });
+            return;
+        }
+        let (k, bx, e) = (T::from_f64(k), T::from_f64(bx), T::from_f64(e));
+        for ((o, v), g) in o.iter_mut().zip(xs).zip(gs) {
+            *o = k * *g + bx * *v + e;
+        }
+    });
     let tail = &mut out[x.len()..];
     for (ch, (sg, sgx)) in sums.iter().enumerate() {
         tail[ch] = T::from_f64(*sgx);

@@ -24,6 +24,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use crate::kernels::direct;
 use crate::kernels::gemm::{gemm, Mat};
 use crate::kernels::util::with_slices;
 use crate::kernels::winograd;
@@ -121,6 +122,19 @@ impl Geometry {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding == 0
     }
 
+    /// Whether this is a 3x3 convolution with stride 1 and padding 1 (same size out).
+    fn is_same_3x3(&self) -> bool {
+        (self.kh, self.kw, self.stride, self.dilation, self.padding) == (3, 3, 1, 1, 1)
+    }
+
+    /// Whether an `f32` convolution with this geometry to `c_out` channels runs on the
+    /// direct kernels ([`direct`]) rather than Winograd or im2col.
+    fn takes_direct(&self, c_out: usize) -> bool {
+        self.is_same_3x3()
+            && !winograd::applies(self.c, c_out, self.h, self.w)
+            && direct::applies(self.c, c_out, self.h, self.w)
+    }
+
     /// Whether the input gradient is itself a convolution of the output gradient with the
     /// flipped, transposed weight (stride 1, dilation 1, `p <= k - 1`).
     fn has_transposed_conv(&self) -> bool {
@@ -129,6 +143,20 @@ impl Geometry {
             && self.padding < self.kh.min(self.kw)
             && self.kh == self.kw
     }
+}
+
+/// `s` as `f32` values when `T` is `f32`.
+fn as_f32<T: WithDType>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: `T` is `f32` (its dtype says so), so the cast is the identity.
+    (T::DTYPE == DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+fn as_f32_mut<T: WithDType>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (T::DTYPE == DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
 /// `{ o in [0, out) : 0 <= o·s + off - p < size }` as a half-open range.
@@ -146,7 +174,7 @@ fn valid_range(off: usize, p: usize, s: usize, size: usize, out: usize) -> (usiz
 /// Unfolds output rows `i0..i1` of one sample `x` `(C, H, W)` (contiguous) into the first
 /// `nc = (i1 - i0)·Wo` columns of `cols`, a `(C·kh·kw, ld)` row-major block:
 /// `cols[(c, u, v), (i - i0)·Wo + j] = x[c, i·s + u·d - p, j·s + v·d - p]`, zero outside the
-/// image. Every element of those columns is written.
+/// image. Every element of those columns is written. Parallel over the rows of `cols`.
 fn im2col_band<T: WithDType>(
     x: &[T],
     g: &Geometry,
@@ -154,35 +182,61 @@ fn im2col_band<T: WithDType>(
     cols: &mut [T],
     ld: usize,
 ) {
-    let (nc, hw) = ((i1 - i0) * g.wo, g.h * g.w);
+    let nc = (i1 - i0) * g.wo;
     cols[..(g.ckk() - 1) * ld + nc]
         .par_chunks_mut(ld)
         .with_min_len(8)
         .enumerate()
-        .for_each(|(r, dst)| {
-            let (ci, u, v) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-            let plane = &x[ci * hw..(ci + 1) * hw];
-            let (vi0, vi1) = g.valid_i(u);
-            let (j0, j1) = g.valid_j(v);
-            for (i, drow) in (i0..i1).zip(dst.chunks_exact_mut(g.wo)) {
-                if i < vi0 || i >= vi1 || j0 >= j1 {
-                    drow.fill(T::zero());
-                    continue;
-                }
-                drow[..j0].fill(T::zero());
-                drow[j1..].fill(T::zero());
-                let y = i * g.stride + u * g.dilation - g.padding;
-                let src = &plane[y * g.w..(y + 1) * g.w];
-                let x0 = j0 * g.stride + v * g.dilation - g.padding;
-                if g.stride == 1 {
-                    drow[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
-                } else {
-                    for (k, d) in drow[j0..j1].iter_mut().enumerate() {
-                        *d = src[x0 + k * g.stride];
-                    }
-                }
+        .for_each(|(r, dst)| im2col_row(x, g, (i0, i1), r, dst));
+}
+
+/// [`im2col_band`] on the calling thread.
+fn im2col_band_serial<T: WithDType>(
+    x: &[T],
+    g: &Geometry,
+    (i0, i1): (usize, usize),
+    cols: &mut [T],
+    ld: usize,
+) {
+    let nc = (i1 - i0) * g.wo;
+    cols[..(g.ckk() - 1) * ld + nc]
+        .chunks_mut(ld)
+        .enumerate()
+        .for_each(|(r, dst)| im2col_row(x, g, (i0, i1), r, dst));
+}
+
+/// Row `r = (c, u, v)` of [`im2col_band`]'s columns, into `dst` (at least `(i1 - i0)·Wo`
+/// long).
+fn im2col_row<T: WithDType>(
+    x: &[T],
+    g: &Geometry,
+    (i0, i1): (usize, usize),
+    r: usize,
+    dst: &mut [T],
+) {
+    let hw = g.h * g.w;
+    let (ci, u, v) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+    let plane = &x[ci * hw..(ci + 1) * hw];
+    let (vi0, vi1) = g.valid_i(u);
+    let (j0, j1) = g.valid_j(v);
+    for (i, drow) in (i0..i1).zip(dst.chunks_exact_mut(g.wo)) {
+        if i < vi0 || i >= vi1 || j0 >= j1 {
+            drow.fill(T::zero());
+            continue;
+        }
+        drow[..j0].fill(T::zero());
+        drow[j1..].fill(T::zero());
+        let y = i * g.stride + u * g.dilation - g.padding;
+        let src = &plane[y * g.w..(y + 1) * g.w];
+        let x0 = j0 * g.stride + v * g.dilation - g.padding;
+        if g.stride == 1 {
+            drow[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
+        } else {
+            for (k, d) in drow[j0..j1].iter_mut().enumerate() {
+                *d = src[x0 + k * g.stride];
             }
-        });
+        }
+    }
 }
 
 /// Adds the first `(i1 - i0)·Wo` columns of `cols` `(C·kh·kw, ld)`, the columns of output
@@ -193,38 +247,63 @@ fn col2im_band<T: WithDType>(
     cols: &[T],
     ld: usize,
     g: &Geometry,
-    (i0, i1): (usize, usize),
+    rows: (usize, usize),
     dx: &mut [T],
 ) {
-    let (nc, hw, kk) = ((i1 - i0) * g.wo, g.h * g.w, g.kh * g.kw);
-    dx.par_chunks_mut(hw).enumerate().for_each(|(ci, plane)| {
-        for u in 0..g.kh {
-            let (vi0, vi1) = g.valid_i(u);
-            for v in 0..g.kw {
-                let (j0, j1) = g.valid_j(v);
-                if j0 >= j1 {
-                    continue;
-                }
-                let row = ci * kk + u * g.kw + v;
-                let src = &cols[row * ld..row * ld + nc];
-                for i in i0.max(vi0)..i1.min(vi1) {
-                    let y = i * g.stride + u * g.dilation - g.padding;
-                    let dst = &mut plane[y * g.w..(y + 1) * g.w];
-                    let x0 = j0 * g.stride + v * g.dilation - g.padding;
-                    let srow = &src[(i - i0) * g.wo + j0..(i - i0) * g.wo + j1];
-                    if g.stride == 1 {
-                        for (d, s) in dst[x0..x0 + srow.len()].iter_mut().zip(srow) {
-                            *d += *s;
-                        }
-                    } else {
-                        for (k, s) in srow.iter().enumerate() {
-                            dst[x0 + k * g.stride] += *s;
-                        }
+    dx.par_chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(ci, plane)| col2im_plane(cols, ld, g, rows, ci, plane));
+}
+
+/// [`col2im_band`] on the calling thread.
+fn col2im_band_serial<T: WithDType>(
+    cols: &[T],
+    ld: usize,
+    g: &Geometry,
+    rows: (usize, usize),
+    dx: &mut [T],
+) {
+    dx.chunks_mut(g.h * g.w)
+        .enumerate()
+        .for_each(|(ci, plane)| col2im_plane(cols, ld, g, rows, ci, plane));
+}
+
+/// Channel `ci` of [`col2im_band`], into its plane `(H, W)`.
+fn col2im_plane<T: WithDType>(
+    cols: &[T],
+    ld: usize,
+    g: &Geometry,
+    (i0, i1): (usize, usize),
+    ci: usize,
+    plane: &mut [T],
+) {
+    let (nc, kk) = ((i1 - i0) * g.wo, g.kh * g.kw);
+    for u in 0..g.kh {
+        let (vi0, vi1) = g.valid_i(u);
+        for v in 0..g.kw {
+            let (j0, j1) = g.valid_j(v);
+            if j0 >= j1 {
+                continue;
+            }
+            let row = ci * kk + u * g.kw + v;
+            let src = &cols[row * ld..row * ld + nc];
+            for i in i0.max(vi0)..i1.min(vi1) {
+                let y = i * g.stride + u * g.dilation - g.padding;
+                let dst = &mut plane[y * g.w..(y + 1) * g.w];
+                let x0 = j0 * g.stride + v * g.dilation - g.padding;
+                let srow = &src[(i - i0) * g.wo + j0..(i - i0) * g.wo + j1];
+                if g.stride == 1 {
+                    for (d, s) in dst[x0..x0 + srow.len()].iter_mut().zip(srow) {
+                        *d += *s;
+                    }
+                } else {
+                    for (k, s) in srow.iter().enumerate() {
+                        dst[x0 + k * g.stride] += *s;
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// Sets `y[o, off..off + n] = bias[o]` for every row `o` of `y` `(C_out, L)`.
@@ -273,7 +352,8 @@ fn conv_forward<T: WithDType>(
     g: &Geometry,
 ) -> Vec<T> {
     let batch = x.len() / (g.c * g.h * g.w).max(1);
-    let mut y = vec![T::zero(); batch * c_out * g.l()];
+    // Every path writes every output element.
+    let mut y = crate::kernels::util::uninit_vec(batch * c_out * g.l());
     conv_forward_into(x, w, bias, c_out, g, &mut y);
     y
 }
@@ -288,13 +368,35 @@ fn conv_forward_into<T: WithDType>(
     y: &mut [T],
 ) {
     let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
-    let batch = x.len() / chw.max(1);
     if l == 0 || c_out == 0 {
         return;
     }
-    let same_3x3 = (g.kh, g.kw, g.stride, g.dilation, g.padding) == (3, 3, 1, 1, 1);
+    if chw == 0 {
+        // No input channels: the output is the bias.
+        for yo in y.chunks_mut(l) {
+            yo.fill(T::zero());
+        }
+        if let Some(bias) = bias {
+            for (k, yo) in y.chunks_mut(l).enumerate() {
+                yo.fill(bias[k % c_out]);
+            }
+        }
+        return;
+    }
+    let batch = x.len() / chw;
+    let same_3x3 = g.is_same_3x3();
     if same_3x3 && winograd::applies(g.c, c_out, g.h, g.w) {
         winograd::conv3x3_into(x, w, bias, (g.c, g.h, g.w), c_out, y);
+        return;
+    }
+    if let (Some(x), Some(w), Some(y)) = (as_f32(x), as_f32(w), as_f32_mut(y)) {
+        if g.takes_direct(c_out) {
+            direct::forward(x, w, bias.and_then(as_f32), (g.c, g.h, g.w), c_out, y);
+            return;
+        }
+    }
+    if tasks::applies(g, c_out, batch) {
+        tasks::forward_into(x, w, bias, c_out, g, y);
         return;
     }
     let pointwise = g.is_pointwise();
@@ -427,6 +529,11 @@ fn conv_backward<T: WithDType>(
     let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
     let batch = x.len() / chw.max(1);
     if l == 0 || c_out == 0 || batch == 0 {
+        dw.fill(T::zero());
+        return;
+    }
+    if tasks::applies_backward(g, c_out, batch) {
+        tasks::backward(x, w, gy, c_out, g, dw, dx);
         return;
     }
     let chunks = backward_chunks(batch, g);
@@ -563,17 +670,27 @@ fn flip_transpose<T: WithDType>(w: &[T], c_out: usize, c: usize, kk: usize) -> V
 /// through the fast forward path; otherwise it is `col2im(Wᵀ · gy)`.
 fn conv_grads<T: WithDType>(x: &[T], w: &[T], gy: &[T], c_out: usize, g: &Geometry) -> Vec<T> {
     let l = g.l();
-    let mut out = vec![T::zero(); w.len() + c_out + x.len()];
+    // dW, db and (on the transposed-convolution path) dx are written whole; the col2im
+    // path accumulates into a zeroed dx.
+    let mut out = crate::kernels::util::uninit_vec(w.len() + c_out + x.len());
     let (dw, rest) = out.split_at_mut(w.len());
     let (db, dx) = rest.split_at_mut(c_out);
-    db.par_iter_mut().enumerate().for_each(|(o, d)| {
-        *d = gy
-            .chunks_exact(c_out * l)
-            .map(|gb| gb[o * l..(o + 1) * l].iter().fold(T::zero(), |a, v| a + *v))
-            .fold(T::zero(), |a, v| a + v);
+    crate::kernels::util::par_chunks_mut(db, 1, gy.len(), |o, d| {
+        d[0] = T::from_f64(
+            gy.chunks_exact(c_out * l)
+                .map(|gb| crate::kernels::util::sum(&gb[o * l..(o + 1) * l]))
+                .sum(),
+        );
     });
     if g.has_transposed_conv() && !g.is_pointwise() {
-        conv_backward(x, w, gy, c_out, g, dw, None);
+        match (as_f32(x), as_f32(gy), as_f32_mut(dw)) {
+            (Some(x), Some(gy), Some(dw))
+                if g.takes_direct(c_out) && direct::weight_grad_applies(g.c, c_out, g.w) =>
+            {
+                direct::weight_grad(x, gy, (g.c, g.h, g.w), c_out, dw);
+            }
+            _ => conv_backward(x, w, gy, c_out, g, dw, None),
+        }
         let k = g.kh;
         let gt = Geometry {
             c: c_out,
@@ -587,6 +704,7 @@ fn conv_grads<T: WithDType>(x: &[T], w: &[T], gy: &[T], c_out: usize, g: &Geomet
         let wt = flip_transpose(w, c_out, g.c, k * k);
         conv_forward_into(gy, &wt, None, g.c, &gt, dx);
     } else {
+        dx.fill(T::zero());
         conv_backward(x, w, gy, c_out, g, dw, Some(dx));
     }
     out
@@ -714,6 +832,254 @@ impl CustomOp3 for Conv2dGrads {
             conv_grads(x, w, gy, c_out, &self.0)
         });
         Ok((out, Shape::from(n)))
+    }
+}
+
+/// The convolutions whose weights are small (the tiny preset's networks, the first layers
+/// of the paper's): one task per sample and band of output rows, each unfolding its
+/// band into a per-thread buffer that stays in the core's L2 cache and multiplying it with
+/// a single-threaded gemm.
+///
+/// The general path above splits every gemm across the threads instead, which pays when
+/// the gemms are large; with a few dozen channels each gemm is a fraction of a millisecond,
+/// and a band of a whole sample's columns (`9·C·H·W` values) no longer fits in cache.
+mod tasks {
+    use super::*;
+    use crate::kernels::gemm::gemm_serial;
+    use crate::kernels::util::{par_chunks_mut, par_for, threads, Shared};
+
+    /// Most unfolded values one task builds (128 Ki values, 512 KB in `f32`).
+    #[cfg(not(test))]
+    const TASK_COLS: usize = 1 << 17;
+    /// The unit tests unfold a few output rows per task.
+    #[cfg(test)]
+    const TASK_COLS: usize = 3 * 3 * 3 * 8;
+
+    #[cfg(test)]
+    thread_local! {
+        /// Set by the tests to run the general path on this thread.
+        pub(super) static GENERAL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Largest weight (`C_out·C·kh·kw` values) whose convolution takes this path.
+    const MAX_WEIGHTS: usize = 64 * 64 * 9;
+
+    /// Output rows per task.
+    fn rows(g: &Geometry) -> usize {
+        (TASK_COLS / (g.ckk() * g.wo).max(1)).clamp(1, g.ho.max(1))
+    }
+
+    /// Whether the forward convolution takes this path: a small weight, and at least two
+    /// tasks per thread.
+    pub(super) fn applies(g: &Geometry, c_out: usize, batch: usize) -> bool {
+        #[cfg(test)]
+        if GENERAL_ONLY.with(|f| f.get()) {
+            return false;
+        }
+        let tasks = batch * g.ho.div_ceil(rows(g));
+        c_out * g.ckk() <= MAX_WEIGHTS && tasks >= 2 * threads()
+    }
+
+    /// Whether the weight gradient (and, for strided convolutions, the input gradient)
+    /// takes this path: as [`applies`], with at least one sample per thread (the input
+    /// gradient's tasks are whole samples, whose bands overlap in `dx`).
+    pub(super) fn applies_backward(g: &Geometry, c_out: usize, batch: usize) -> bool {
+        applies(g, c_out, batch) && batch >= threads()
+    }
+
+    /// The tasks `(sample, (i0, i1))` of a batch of `batch` samples.
+    fn task(g: &Geometry, rows: usize, t: usize) -> (usize, (usize, usize)) {
+        let bands = g.ho.div_ceil(rows);
+        let (b, i0) = (t / bands, (t % bands) * rows);
+        (b, (i0, (i0 + rows).min(g.ho)))
+    }
+
+    /// The columns of rows `i0..i1` of sample `xs` as a gemm operand `(CKK, nc)`: `xs`
+    /// itself for a pointwise convolution, else unfolded into `cols`.
+    fn columns<'a, T: WithDType>(
+        xs: &'a [T],
+        g: &Geometry,
+        (i0, i1): (usize, usize),
+        cols: &'a mut [T],
+    ) -> Mat<T> {
+        if g.is_pointwise() {
+            Mat::rows(xs, i0 * g.w, g.l())
+        } else {
+            let nc = (i1 - i0) * g.wo;
+            im2col_band_serial(xs, g, (i0, i1), cols, nc);
+            Mat::rows(cols, 0, nc)
+        }
+    }
+
+    /// [`conv_forward_into`] by tasks.
+    pub(super) fn forward_into<T: WithDType>(
+        x: &[T],
+        w: &[T],
+        bias: Option<&[T]>,
+        c_out: usize,
+        g: &Geometry,
+        y: &mut [T],
+    ) {
+        let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
+        let batch = x.len() / chw;
+        let rows = rows(g);
+        let n_tasks = batch * g.ho.div_ceil(rows);
+        let scratch = if g.is_pointwise() {
+            0
+        } else {
+            ckk * rows * g.wo
+        };
+        let out = Shared(y.as_mut_ptr());
+        par_for(n_tasks, batch * c_out * l * ckk, |t| {
+            let (b, (i0, i1)) = task(g, rows, t);
+            let nc = (i1 - i0) * g.wo;
+            let dst = out.at(b * c_out * l + i0 * g.wo);
+            if let Some(bias) = bias {
+                for (o, &v) in bias.iter().enumerate() {
+                    // SAFETY: row o of this task's block, inside `y`, written by this task only.
+                    unsafe { std::slice::from_raw_parts_mut(dst.add(o * l), nc) }.fill(v);
+                }
+            }
+            with_scratch(0, scratch, |cols: &mut [T]| {
+                let rhs = columns(&x[b * chw..(b + 1) * chw], g, (i0, i1), cols);
+                // SAFETY: W (C_out, CKK) · cols (CKK, nc) into the block of output rows
+                // i0..i1 of sample b (row stride L), which no other task writes.
+                unsafe {
+                    gemm_serial(
+                        (c_out, nc, ckk),
+                        dst,
+                        l,
+                        bias.is_some(),
+                        Mat::rows(w, 0, ckk),
+                        rhs,
+                    )
+                }
+            });
+        });
+    }
+
+    /// `dst (cols, rows) = srcᵀ` for `src` `(rows, cols)` at row stride `src_rs`, on the
+    /// calling thread.
+    fn transpose_serial<T: WithDType>(
+        src: &[T],
+        rows: usize,
+        cols: usize,
+        src_rs: usize,
+        dst: &mut [T],
+    ) {
+        const TILE: usize = 16;
+        for i0 in (0..rows).step_by(TILE) {
+            for j0 in (0..cols).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(rows) {
+                    let srow = &src[i * src_rs + j0..i * src_rs + (j0 + TILE).min(cols)];
+                    for (dj, v) in srow.iter().enumerate() {
+                        dst[(j0 + dj) * rows + i] = *v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`conv_backward`] by tasks: `dWᵀ` summed per thread over its share of the tasks
+    /// (each `cols · gy_bandᵀ`, as the general path), then over the threads; `dx` (when
+    /// given) one task per sample.
+    pub(super) fn backward<T: WithDType>(
+        x: &[T],
+        w: &[T],
+        gy: &[T],
+        c_out: usize,
+        g: &Geometry,
+        dw: &mut [T],
+        dx: Option<&mut [T]>,
+    ) {
+        let (chw, l, ckk) = (g.c * g.h * g.w, g.l(), g.ckk());
+        let batch = x.len() / chw;
+        let rows = rows(g);
+        let n_tasks = batch * g.ho.div_ceil(rows);
+        // Two groups of tasks per thread, each summing its own dWᵀ.
+        let groups = (2 * threads()).clamp(1, n_tasks);
+        let per_group = n_tasks.div_ceil(groups);
+        let scratch = if g.is_pointwise() {
+            0
+        } else {
+            ckk * rows * g.wo
+        };
+        let mut partials = vec![T::zero(); groups * ckk * c_out];
+        par_chunks_mut(
+            &mut partials,
+            ckk * c_out,
+            batch * c_out * l * ckk,
+            |th, dw_t| {
+                let mine = th * per_group..((th + 1) * per_group).min(n_tasks);
+                with_scratch(0, scratch, |cols: &mut [T]| {
+                    with_scratch(2, rows * g.wo * c_out, |gy_t: &mut [T]| {
+                        for (k, t) in mine.enumerate() {
+                            let (b, (i0, i1)) = task(g, rows, t);
+                            let nl = (i1 - i0) * g.wo;
+                            let lhs = columns(&x[b * chw..(b + 1) * chw], g, (i0, i1), cols);
+                            let gys = &gy[b * c_out * l + i0 * g.wo..];
+                            transpose_serial(gys, c_out, nl, l, gy_t);
+                            // SAFETY: dWᵀ (CKK, C_out) += cols (CKK, nl) · gy_bandᵀ (nl, C_out).
+                            unsafe {
+                                gemm_serial(
+                                    (ckk, c_out, nl),
+                                    dw_t.as_mut_ptr(),
+                                    c_out,
+                                    k > 0,
+                                    lhs,
+                                    Mat::rows(gy_t, 0, c_out),
+                                )
+                            };
+                        }
+                    })
+                });
+            },
+        );
+        let mut dw_t = vec![T::zero(); ckk * c_out];
+        for p in partials.chunks_exact(ckk * c_out) {
+            for (d, v) in dw_t.iter_mut().zip(p) {
+                *d += *v;
+            }
+        }
+        transpose_into(&dw_t, ckk, c_out, c_out, dw);
+        let Some(dx) = dx else {
+            return;
+        };
+        par_chunks_mut(dx, chw, batch * c_out * l * ckk, |b, dxs| {
+            if g.is_pointwise() {
+                // SAFETY: dx_b (C, L) = Wᵀ (C, C_out) · gy_b (C_out, L).
+                unsafe {
+                    gemm_serial(
+                        (ckk, l, c_out),
+                        dxs.as_mut_ptr(),
+                        l,
+                        false,
+                        Mat::rows(w, 0, ckk).t(),
+                        Mat::rows(gy, b * c_out * l, l),
+                    )
+                };
+                return;
+            }
+            dxs.fill(T::zero());
+            with_scratch(1, ckk * rows * g.wo, |dcols: &mut [T]| {
+                for i0 in (0..g.ho).step_by(rows) {
+                    let i1 = (i0 + rows).min(g.ho);
+                    let nl = (i1 - i0) * g.wo;
+                    // SAFETY: dcols (CKK, nl) = Wᵀ (CKK, C_out) · gy_rows (C_out, nl).
+                    unsafe {
+                        gemm_serial(
+                            (ckk, nl, c_out),
+                            dcols.as_mut_ptr(),
+                            nl,
+                            false,
+                            Mat::rows(w, 0, ckk).t(),
+                            Mat::rows(gy, b * c_out * l + i0 * g.wo, l),
+                        )
+                    };
+                    col2im_band_serial(dcols, nl, g, (i0, i1), dxs);
+                }
+            });
+        });
     }
 }
 
@@ -934,6 +1300,64 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    /// The per-task path equals the general one: forward, `dW`, `db` and `dx`, for
+    /// padded, strided, dilated and pointwise convolutions, one to three samples.
+    #[test]
+    fn task_path_matches_general_path() {
+        let mut seed = 500;
+        let mut used = 0;
+        for batch in [1, 2, 3] {
+            for (h, w) in [(7, 6), (12, 9)] {
+                for (k, p, s, d) in [
+                    (3, 1, 1, 1),
+                    (3, 1, 2, 1),
+                    (3, 2, 1, 2),
+                    (1, 0, 1, 1),
+                    (2, 0, 2, 1),
+                ] {
+                    seed += 1;
+                    let (c, c_out) = (3, 5);
+                    let x = rand(&[batch, c, h, w], seed);
+                    let wt = rand(&[c_out, c, k, k], seed + 1);
+                    let bias = rand(&[c_out], seed + 2);
+                    let g = Geometry::new((c, h, w), (k, k), p, s, d).unwrap();
+                    used += usize::from(tasks::applies_backward(&g, c_out, batch));
+                    let run = |general: bool| {
+                        tasks::GENERAL_ONLY.with(|f| f.set(general));
+                        let x = candle_core::Var::from_tensor(&x).unwrap();
+                        let wt = candle_core::Var::from_tensor(&wt).unwrap();
+                        let b = candle_core::Var::from_tensor(&bias).unwrap();
+                        let y = im2col_conv2d(&x, &wt, Some(&b), p, s, d).unwrap();
+                        let r = rand(y.dims(), seed + 3);
+                        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                        tasks::GENERAL_ONLY.with(|f| f.set(false));
+                        let get = |v: &candle_core::Var| grads.get(v).unwrap().clone();
+                        [y, get(&x), get(&wt), get(&b)]
+                    };
+                    let (fast, general) = (run(false), run(true));
+                    for (what, a, b) in itertools_zip(&fast, &general) {
+                        let diff = crate::testing::max_abs_diff(a, b).unwrap();
+                        assert!(
+                            diff < 1e-12,
+                            "{what}: batch {batch} {h}x{w} k{k} p{p} s{s} d{d}: {diff}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(used > 10, "the task path ran in {used} cases only");
+    }
+
+    fn itertools_zip<'a>(
+        a: &'a [Tensor; 4],
+        b: &'a [Tensor; 4],
+    ) -> impl Iterator<Item = (&'static str, &'a Tensor, &'a Tensor)> {
+        ["y", "dx", "dW", "db"]
+            .into_iter()
+            .zip(a.iter().zip(b))
+            .map(|(n, (a, b))| (n, a, b))
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::kernels::util::contiguous;
+use crate::kernels::util::{contiguous, multiversion, par_chunks_mut};
 
 /// Elements per parallel task.
 const GRAIN: usize = 1 << 14;
@@ -43,36 +43,6 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // `as` cast would not).
     let biased = k.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
     p * f32::from_bits(biased << 23)
-}
-
-/// Defines `$name(args)` running `$body` compiled for AVX-512, AVX2+FMA or the baseline,
-/// whichever the CPU has.
-macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        $(#[$m])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn avx512($($arg: $ty),*) { body($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) { body($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports AVX2 and FMA.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
 }
 
 multiversion! {
@@ -142,16 +112,15 @@ multiversion! {
 
 /// Row-wise `y = softmax(x)` for `f32` rows of length `row`, with the fast `exp`.
 pub(crate) fn softmax_rows_f32(x: &[f32], row: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(row)
-        .zip(x.par_chunks(row))
-        .for_each(|(o, xr)| {
-            let mut max = f32::NEG_INFINITY;
-            max_f32(xr, &mut max);
-            let mut sum = 0.0;
-            exp_shifted_sum_f32(xr, max, o, &mut sum);
-            scale_f32(o, 1.0 / sum);
-        });
+    let mut out = crate::kernels::util::uninit_vec::<f32>(x.len());
+    par_chunks_mut(&mut out, row, x.len(), |i, o| {
+        let xr = &x[i * row..i * row + o.len()];
+        let mut max = f32::NEG_INFINITY;
+        max_f32(xr, &mut max);
+        let mut sum = 0.0;
+        exp_shifted_sum_f32(xr, max, o, &mut sum);
+        scale_f32(o, 1.0 / sum);
+    });
     out
 }
 
@@ -167,10 +136,10 @@ impl CustomOp1 for Silu {
         let out = match s {
             CpuStorage::F32(v) => {
                 let x = contiguous(v, l)?;
-                let mut y = vec![0f32; x.len()];
-                y.par_chunks_mut(GRAIN)
-                    .zip(x.par_chunks(GRAIN))
-                    .for_each(|(y, x)| silu_f32(x, y));
+                let mut y = crate::kernels::util::uninit_vec::<f32>(x.len());
+                par_chunks_mut(&mut y, GRAIN, x.len(), |i, y| {
+                    silu_f32(&x[i * GRAIN..i * GRAIN + y.len()], y)
+                });
                 CpuStorage::F32(y)
             }
             CpuStorage::F64(v) => CpuStorage::F64(
@@ -209,10 +178,11 @@ impl CustomOp2 for Silu {
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
                 let (x, g) = (contiguous(x, l1)?, contiguous(g, l2)?);
-                let mut dx = vec![0f32; x.len()];
-                dx.par_chunks_mut(GRAIN)
-                    .zip(x.par_chunks(GRAIN).zip(g.par_chunks(GRAIN)))
-                    .for_each(|(dx, (x, g))| silu_backward_f32(x, g, dx));
+                let mut dx = crate::kernels::util::uninit_vec::<f32>(x.len());
+                par_chunks_mut(&mut dx, GRAIN, x.len(), |i, dx| {
+                    let r = i * GRAIN..i * GRAIN + dx.len();
+                    silu_backward_f32(&x[r.clone()], &g[r], dx)
+                });
                 CpuStorage::F32(dx)
             }
             (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(

@@ -43,21 +43,74 @@ impl<T> Mat<T> {
 /// `lhs`, `rhs` must address `m·k`, `k·n` valid elements through their strides, and
 /// `dst[..]` must hold the `(m, n)` block at row stride `dst_rs`; none may alias `dst`.
 pub(crate) unsafe fn gemm<T: WithDType>(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [T],
     dst_rs: usize,
     accumulate: bool,
     lhs: Mat<T>,
     rhs: Mat<T>,
 ) {
-    debug_assert!(m == 0 || n == 0 || dst.len() >= (m - 1) * dst_rs + n);
+    debug_assert!(dims.0 == 0 || dims.1 == 0 || dst.len() >= (dims.0 - 1) * dst_rs + dims.1);
+    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm_with(
+            dims,
+            dst.as_mut_ptr(),
+            dst_rs,
+            accumulate,
+            lhs,
+            rhs,
+            threads,
+        )
+    }
+}
+
+/// [`gemm()`] on the calling thread only, for kernels that parallelise over independent
+/// pieces of work themselves (one small product per Rayon task). `dst` is a pointer, so
+/// that tasks can write disjoint blocks of one buffer.
+///
+/// # Safety
+/// As [`gemm()`], with `dst` valid for writes of the `(m, n)` block at row stride `dst_rs`
+/// and written by no other thread meanwhile.
+pub(crate) unsafe fn gemm_serial<T: WithDType>(
+    dims: (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm_with(
+            dims,
+            dst,
+            dst_rs,
+            accumulate,
+            lhs,
+            rhs,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+unsafe fn gemm_with<T: WithDType>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    parallelism: gemm::Parallelism,
+) {
     // SAFETY: the caller guarantees the extents; `T` is `f32` or `f64`, which gemm supports.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -72,7 +125,7 @@ pub(crate) unsafe fn gemm<T: WithDType>(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            parallelism,
         )
     }
 }

@@ -25,11 +25,14 @@
 //! Each kernel is tested equal to the plain Candle version (values and gradients) in its
 //! own unit tests and, through the layers, to finite differences (`tests/gradients.rs`).
 
+pub(crate) mod adam;
 pub(crate) mod batch_norm;
 pub(crate) mod conv;
+pub(crate) mod direct;
 pub(crate) mod elementwise;
 pub(crate) mod gemm;
 pub(crate) mod group_norm;
+pub(crate) mod resample;
 pub(crate) mod softmax;
 pub(crate) mod util;
 pub(crate) mod winograd;

@@ -8,47 +8,47 @@
 //! `candle_nn::ops::softmax`, which has the same value and gradient.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, WithDType, D};
-use rayon::prelude::*;
 
-use crate::kernels::util::contiguous;
+use crate::kernels::util::{contiguous, par_chunks_mut};
 
 fn softmax_rows<T: WithDType>(x: &[T], row: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    out.par_chunks_mut(row)
-        .zip(x.par_chunks(row))
-        .for_each(|(o, xr)| {
-            let max = xr
-                .iter()
-                .map(|v| v.to_f64())
-                .fold(f64::NEG_INFINITY, f64::max);
-            let mut sum = 0.0;
-            for (o, v) in o.iter_mut().zip(xr) {
-                let e = (v.to_f64() - max).exp();
-                sum += e;
-                *o = T::from_f64(e);
-            }
-            let inv = 1.0 / sum;
-            for o in o.iter_mut() {
-                *o = T::from_f64(o.to_f64() * inv);
-            }
-        });
+    let mut out = crate::kernels::util::uninit_vec(x.len());
+    par_chunks_mut(&mut out, row, x.len(), |i, o| {
+        let xr = &x[i * row..i * row + o.len()];
+        let max = xr
+            .iter()
+            .map(|v| v.to_f64())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut sum = 0.0;
+        for (o, v) in o.iter_mut().zip(xr) {
+            let e = (v.to_f64() - max).exp();
+            sum += e;
+            *o = T::from_f64(e);
+        }
+        let inv = 1.0 / sum;
+        for o in o.iter_mut() {
+            *o = T::from_f64(o.to_f64() * inv);
+        }
+    });
     out
 }
 
 fn softmax_backward_rows<T: WithDType>(y: &[T], g: &[T], row: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); y.len()];
-    out.par_chunks_mut(row)
-        .zip(y.par_chunks(row).zip(g.par_chunks(row)))
-        .for_each(|(o, (yr, gr))| {
-            let dot: f64 = yr
-                .iter()
-                .zip(gr)
-                .map(|(a, b)| a.to_f64() * b.to_f64())
-                .sum();
-            for ((o, a), b) in o.iter_mut().zip(yr).zip(gr) {
-                *o = T::from_f64(a.to_f64() * (b.to_f64() - dot));
-            }
-        });
+    let mut out = crate::kernels::util::uninit_vec(y.len());
+    par_chunks_mut(&mut out, row, y.len(), |i, o| {
+        let (yr, gr) = (
+            &y[i * row..i * row + o.len()],
+            &g[i * row..i * row + o.len()],
+        );
+        let dot: f64 = yr
+            .iter()
+            .zip(gr)
+            .map(|(a, b)| a.to_f64() * b.to_f64())
+            .sum();
+        for ((o, a), b) in o.iter_mut().zip(yr).zip(gr) {
+            *o = T::from_f64(a.to_f64() * (b.to_f64() - dot));
+        }
+    });
     out
 }
 
