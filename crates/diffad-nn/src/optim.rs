@@ -192,7 +192,7 @@ impl AdamW {
     }
 
     /// [`AdamW::step`] for parameter `i` with the in-place CPU kernels
-    /// ([`crate::kernels::adam`], bit-identical to the tensor expressions), when they
+    /// (`kernels::adam`, bit-identical to the tensor expressions), when they
     /// apply: a CPU `f32`/`f64` parameter whose gradient and moments have its dtype.
     /// Returns whether it ran.
     fn step_in_place(

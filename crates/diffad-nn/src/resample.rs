@@ -12,7 +12,7 @@
 //!   rows/columns that do not fill a window are dropped).
 //!
 //! On the CPU (`f32`/`f64`), the first three run as one-pass kernels with their backward
-//! ([`crate::kernels::resample`]: the plain-op versions above copy a six-dimensional
+//! (`kernels::resample`: the plain-op versions above copy a six-dimensional
 //! broadcast or multiply by mostly-zero matrices, and their backward passes are strided
 //! reductions); the plain ops remain the device-generic path and compute the same values
 //! and gradients.
@@ -21,7 +21,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// Whether the CPU kernels of [`crate::kernels::resample`] run for `x` (`f32`/`f64` on the
+/// Whether the CPU kernels of `kernels::resample` run for `x` (`f32`/`f64` on the
 /// CPU, unless the device-generic path is forced).
 fn kernel_applies(x: &Tensor) -> bool {
     crate::runtime::cpu_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64)
