@@ -174,35 +174,27 @@ fn valid_range(off: usize, p: usize, s: usize, size: usize, out: usize) -> (usiz
 /// Unfolds output rows `i0..i1` of one sample `x` `(C, H, W)` (contiguous) into the first
 /// `nc = (i1 - i0)·Wo` columns of `cols`, a `(C·kh·kw, ld)` row-major block:
 /// `cols[(c, u, v), (i - i0)·Wo + j] = x[c, i·s + u·d - p, j·s + v·d - p]`, zero outside the
-/// image. Every element of those columns is written. Parallel over the rows of `cols`.
+/// image. Every element of those columns is written. In parallel over the rows of `cols`
+/// when `parallel`, else on the calling thread.
 fn im2col_band<T: WithDType>(
     x: &[T],
     g: &Geometry,
     (i0, i1): (usize, usize),
     cols: &mut [T],
     ld: usize,
+    parallel: bool,
 ) {
     let nc = (i1 - i0) * g.wo;
-    cols[..(g.ckk() - 1) * ld + nc]
-        .par_chunks_mut(ld)
-        .with_min_len(8)
-        .enumerate()
-        .for_each(|(r, dst)| im2col_row(x, g, (i0, i1), r, dst));
-}
-
-/// [`im2col_band`] on the calling thread.
-fn im2col_band_serial<T: WithDType>(
-    x: &[T],
-    g: &Geometry,
-    (i0, i1): (usize, usize),
-    cols: &mut [T],
-    ld: usize,
-) {
-    let nc = (i1 - i0) * g.wo;
-    cols[..(g.ckk() - 1) * ld + nc]
-        .chunks_mut(ld)
-        .enumerate()
-        .for_each(|(r, dst)| im2col_row(x, g, (i0, i1), r, dst));
+    let cols = &mut cols[..(g.ckk() - 1) * ld + nc];
+    let row = |(r, dst): (usize, &mut [T])| im2col_row(x, g, (i0, i1), r, dst);
+    if parallel {
+        cols.par_chunks_mut(ld)
+            .with_min_len(8)
+            .enumerate()
+            .for_each(row);
+    } else {
+        cols.chunks_mut(ld).enumerate().for_each(row);
+    }
 }
 
 /// Row `r = (c, u, v)` of [`im2col_band`]'s columns, into `dst` (at least `(i1 - i0)·Wo`
@@ -241,31 +233,22 @@ fn im2col_row<T: WithDType>(
 
 /// Adds the first `(i1 - i0)·Wo` columns of `cols` `(C·kh·kw, ld)`, the columns of output
 /// rows `i0..i1`, back into one sample `dx` `(C, H, W)`, summing
-/// overlaps (the adjoint of [`im2col_band`]). Parallel over channels, which own disjoint
-/// planes.
+/// overlaps (the adjoint of [`im2col_band`]). In parallel over channels, which own
+/// disjoint planes, when `parallel`.
 fn col2im_band<T: WithDType>(
     cols: &[T],
     ld: usize,
     g: &Geometry,
     rows: (usize, usize),
     dx: &mut [T],
+    parallel: bool,
 ) {
-    dx.par_chunks_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(ci, plane)| col2im_plane(cols, ld, g, rows, ci, plane));
-}
-
-/// [`col2im_band`] on the calling thread.
-fn col2im_band_serial<T: WithDType>(
-    cols: &[T],
-    ld: usize,
-    g: &Geometry,
-    rows: (usize, usize),
-    dx: &mut [T],
-) {
-    dx.chunks_mut(g.h * g.w)
-        .enumerate()
-        .for_each(|(ci, plane)| col2im_plane(cols, ld, g, rows, ci, plane));
+    let plane = |(ci, plane): (usize, &mut [T])| col2im_plane(cols, ld, g, rows, ci, plane);
+    if parallel {
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(plane);
+    } else {
+        dx.chunks_mut(g.h * g.w).enumerate().for_each(plane);
+    }
 }
 
 /// Channel `ci` of [`col2im_band`], into its plane `(H, W)`.
@@ -412,7 +395,7 @@ fn conv_forward_into<T: WithDType>(
                 let cols: &[T] = if pointwise {
                     xs
                 } else {
-                    im2col_band(xs, g, (i0, i1), cols, nc);
+                    im2col_band(xs, g, (i0, i1), cols, nc, true);
                     &cols[..ckk * nc]
                 };
                 if let Some(bias) = bias {
@@ -586,6 +569,7 @@ fn backward_chunks_run<T: WithDType>(
                     (i0, i1),
                     &mut s.cols[k * nl..],
                     ld,
+                    true,
                 );
             }
             let gys = &gy[b * c_out * l + i0 * g.wo..];
@@ -640,7 +624,7 @@ fn backward_chunks_run<T: WithDType>(
                     gy_rows,
                 )
             };
-            col2im_band(dcols, ld, g, (i0, i1), dxs);
+            col2im_band(dcols, ld, g, (i0, i1), dxs, true);
         }
     }
     transpose_into(&dw_t, ckk, c_out, c_out, dw);
@@ -906,7 +890,7 @@ mod tasks {
             Mat::rows(xs, i0 * g.w, g.l())
         } else {
             let nc = (i1 - i0) * g.wo;
-            im2col_band_serial(xs, g, (i0, i1), cols, nc);
+            im2col_band(xs, g, (i0, i1), cols, nc, false);
             Mat::rows(cols, 0, nc)
         }
     }
@@ -1076,7 +1060,7 @@ mod tasks {
                             Mat::rows(gy, b * c_out * l + i0 * g.wo, l),
                         )
                     };
-                    col2im_band_serial(dcols, nl, g, (i0, i1), dxs);
+                    col2im_band(dcols, nl, g, (i0, i1), dxs, false);
                 }
             });
         });
