@@ -1151,7 +1151,8 @@ fn class_quality(
     let model = DiffAd::load(&run, device)?;
     let diagnosis = diagnose(&model, class, &options.diagnose)?;
     let unsmoothed = if run.config().inference.map_sigma > 0.0 {
-        let raw = DiffAd::load(&run, device)?.with_map_sigma(0.0)?;
+        // The same networks, scored on the raw map (no second load).
+        let raw = model.with_map_sigma(0.0)?;
         let eval = EvalOptions {
             anomaly_maps: false,
             overlays: false,
