@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 
 use sections::Check;
 pub use sections::{
-    DataConfig, InferenceConfig, LdmConfig, Precision, SegmenterConfig, SynthesisConfig, VaeConfig,
+    AnomalyTexture, DataConfig, InferenceConfig, LdmConfig, Precision, SegmenterConfig,
+    SynthesisConfig, VaeConfig,
 };
 pub use variants::{Reconstruction, SegmenterInput, Table1Row};
 
@@ -237,6 +238,42 @@ mod tests {
             Config::load("/nonexistent/diffad.toml"),
             Err(Error::Io { .. })
         ));
+    }
+
+    #[test]
+    fn anomaly_texture_parses_defaults_and_excludes_a_folder() {
+        // Written only when not the default, so older run folders still match.
+        let paper = Config::paper().to_toml_string().unwrap();
+        assert!(!paper.contains("texture"));
+        assert_eq!(
+            Config::paper().synthesis.texture,
+            AnomalyTexture::Procedural
+        );
+
+        let text = paper.replace(
+            "[synthesis]\n",
+            "[synthesis]\ntexture = \"self-augmentation\"\n",
+        );
+        let c = Config::from_toml_str(&text, "x").unwrap();
+        assert_eq!(c.synthesis.texture, AnomalyTexture::SelfAugmentation);
+        assert_eq!(
+            Config::from_toml_str(&c.to_toml_string().unwrap(), "x").unwrap(),
+            c
+        );
+        assert!(Config::from_toml_str(
+            &paper.replace("[synthesis]\n", "[synthesis]\ntexture = \"dtd\"\n"),
+            "x"
+        )
+        .is_err());
+
+        let mut c = Config::tiny();
+        c.synthesis.texture = AnomalyTexture::SelfAugmentation;
+        c.synthesis.texture_dir = Some("dtd/images".into());
+        let err = c.validate(Path::new("my.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("my.toml") && err.contains("synthesis.texture"),
+            "{err}"
+        );
     }
 
     #[test]

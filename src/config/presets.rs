@@ -3,7 +3,8 @@
 //! CPU, `docs/quality.md`).
 
 use super::sections::{
-    DataConfig, InferenceConfig, LdmConfig, Precision, SegmenterConfig, SynthesisConfig, VaeConfig,
+    AnomalyTexture, DataConfig, InferenceConfig, LdmConfig, Precision, SegmenterConfig,
+    SynthesisConfig, VaeConfig,
 };
 use super::variants::{Reconstruction, SegmenterInput};
 use super::Config;
@@ -20,6 +21,7 @@ impl Config {
             },
             synthesis: SynthesisConfig {
                 texture_dir: None,
+                texture: AnomalyTexture::Procedural,
                 anomaly_probability: 0.5,
                 beta_max: 0.8,
                 perlin_max_exponent: 5,

@@ -29,9 +29,13 @@ fn default_validation_fraction() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SynthesisConfig {
-    /// Folder of texture images (DTD: `*/*.jpg`); `None` = built-in procedural textures.
+    /// Folder of texture images (DTD: `*/*.jpg`); `None` = the built-in source
+    /// chosen by `texture`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub texture_dir: Option<PathBuf>,
+    /// The built-in anomaly source `T` when `texture_dir` is unset.
+    #[serde(default, skip_serializing_if = "AnomalyTexture::is_procedural")]
+    pub texture: AnomalyTexture,
     /// Probability that a sample is made anomalous (DRAEM: 0.5).
     pub anomaly_probability: f64,
     /// Upper bound of the blend factor `beta ~ U[0, beta_max)` (DRAEM: 0.8).
@@ -42,6 +46,32 @@ pub struct SynthesisConfig {
     pub threshold: f64,
     /// Probability of rotating a normal sample by [-90, 90] degrees (DRAEM: 0.3).
     pub normal_rotation_probability: f64,
+}
+
+/// The built-in source of the anomaly texture `T` (`[synthesis] texture`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnomalyTexture {
+    /// Procedural patterns (fractal noise, stripes, checks, cells), the
+    /// stand-in for DTD when no texture folder is given (DRAEM's source).
+    #[default]
+    Procedural,
+    /// The normal image itself, through three of DRAEM's augmenters and cut
+    /// into an 8x8 grid of shuffled tiles (the self-augmentation of
+    /// DiffusionAD and MemSeg): anomalies made of the object's own texture,
+    /// displaced and re-coloured, blended with DRAEM's `beta`. No preset uses
+    /// it: on the photograph benchmark (`diffad quality`, `cpu` preset) it
+    /// taught the segmenter low-contrast stains (retina: stain AU-PRO 13 to
+    /// 32 %) but cost foreign-material and hole detection (wood: pixel AP
+    /// 29.8 to 25.9 %).
+    SelfAugmentation,
+}
+
+impl AnomalyTexture {
+    /// The default (serialised configs omit it).
+    pub fn is_procedural(&self) -> bool {
+        *self == AnomalyTexture::Procedural
+    }
 }
 
 /// KL autoencoder (`docs/reference.md` §2, released `kl.yaml`).
@@ -313,6 +343,11 @@ impl SynthesisConfig {
             "synthesis.normal_rotation_probability",
             self.normal_rotation_probability,
         )?;
+        if self.texture_dir.is_some() && !self.texture.is_procedural() {
+            return check.fail(
+                "synthesis.texture must be \"procedural\" (the default) when synthesis.texture_dir is set: a folder is its own texture source".into(),
+            );
+        }
         if (1usize << self.perlin_max_exponent.min(30)) > image_size {
             return check.fail(format!(
                 "synthesis.perlin_max_exponent = {} gives Perlin scales above image_size {image_size}",

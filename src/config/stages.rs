@@ -8,12 +8,12 @@ use std::sync::Arc;
 use diffad_diffusion::{BetaSchedule, ConditionMode, Ddim, DdimConfig, LdmTrainConfig, UNetConfig};
 use diffad_seg::{DiscriminativeUNetConfig, SegInput, SegTrainConfig};
 use diffad_synth::{
-    AnomalySynthesizer, FolderOptions, FolderTextures, ProceduralTextures, SynthConfig,
-    TextureSource,
+    AnomalySynthesizer, FolderOptions, FolderTextures, ProceduralTextures, SelfAugmentation,
+    SynthConfig, TextureSource,
 };
 use diffad_vae::{AutoencoderKlConfig, VaeTrainConfig};
 
-use super::sections::Check;
+use super::sections::{AnomalyTexture, Check};
 use super::variants::{Reconstruction, SegmenterInput};
 use super::Config;
 use crate::error::{Error, Result};
@@ -127,7 +127,8 @@ impl Config {
         config
     }
 
-    /// The texture source `T` of `[synthesis]`: a folder (DTD) or the procedural textures.
+    /// The texture source `T` of `[synthesis]`: a folder (DTD), the procedural
+    /// textures or self-augmentation.
     pub(crate) fn texture_source(&self) -> Result<Arc<dyn TextureSource>> {
         Ok(match &self.synthesis.texture_dir {
             Some(dir) => {
@@ -140,7 +141,10 @@ impl Config {
                     },
                 )?)
             }
-            None => Arc::new(ProceduralTextures::default()),
+            None => match self.synthesis.texture {
+                AnomalyTexture::Procedural => Arc::new(ProceduralTextures::default()),
+                AnomalyTexture::SelfAugmentation => Arc::new(SelfAugmentation::default()),
+            },
         })
     }
 
@@ -292,6 +296,21 @@ mod tests {
             differs,
             "epoch 0 images 0..8: the same anomalies in both stages"
         );
+    }
+
+    #[test]
+    fn the_texture_setting_picks_the_source() {
+        // Procedural textures get DRAEM's augmenters from the synthesizer;
+        // self-augmentation augments the image itself and shuffles its tiles.
+        let mut config = Config::tiny();
+        assert!(config.texture_source().unwrap().needs_augmentation());
+        config.synthesis.texture = AnomalyTexture::SelfAugmentation;
+        let source = config.texture_source().unwrap();
+        assert!(!source.needs_augmentation());
+        let normal = diffad_synth::RgbImage::filled(16, 16, [0.2, 0.4, 0.6]).unwrap();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let texture = source.draw(&normal, &mut rng).unwrap();
+        assert_eq!(texture.dimensions(), (16, 16));
     }
 
     #[test]

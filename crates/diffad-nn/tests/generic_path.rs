@@ -201,6 +201,34 @@ fn conv2d_im2col_geometries() {
     }
 }
 
+/// 3x3 stride-1, padding-1 `f32` convolutions on the direct kernels (on CPUs with
+/// AVX-512F): rows of 16 columns or more (row by row), and narrower planes of 64 positions
+/// or more (the rows run together: 8x8 maps, a 4-column one, channel counts that leave a
+/// partial block of output channels). Forward and input gradient run the direct kernel.
+#[test]
+fn conv2d_direct() {
+    let _lock = lock();
+    for (i, (x_shape, c_out)) in [
+        ([2, 8, 5, 16], 7),
+        ([2, 16, 8, 8], 24),
+        ([2, 64, 8, 8], 64),
+        ([1, 5, 16, 4], 3),
+        ([2, 6, 9, 10], 17),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        compare_conv(
+            x_shape,
+            c_out,
+            3,
+            (1, 1, 1),
+            DType::F32,
+            800 + 10 * i as u64,
+        );
+    }
+}
+
 /// A convolution whose unfolded columns exceed the kernel's cache budget (2 Mi values), so
 /// the forward and the weight gradient run over several bands of output rows; and a
 /// strided one of the same size (input gradient through gemm + col2im).
