@@ -15,37 +15,27 @@
 // criterion's macros generate undocumented items.
 #![allow(missing_docs)]
 
+mod common;
+
+use common::uniform;
+
 use std::time::Duration;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use diffad_seg::{
     DiscriminativeUNetConfig, SegBatch, SegInput, SegSample, SegTrainConfig, SegTrainer,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 const SIZE: usize = 256;
-
-fn random(shape: &[usize], seed: u64, p_one: Option<f64>) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let v: Vec<f32> = (0..n)
-        .map(|_| match p_one {
-            Some(p) => f32::from(u8::from(rng.random_bool(p))),
-            None => rng.random::<f32>(),
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).expect("bench tensor")
-}
 
 fn batch(size: usize) -> SegBatch {
     let samples: Vec<SegSample> = (0..size as u64)
         .map(|i| SegSample {
-            x_a: random(&[3, SIZE, SIZE], 3 * i, None),
-            x_r: random(&[3, SIZE, SIZE], 3 * i + 1, None),
-            x_inter: Some(random(&[3, SIZE, SIZE], 3 * i + 2, None)),
-            mask: random(&[1, SIZE, SIZE], 100 + i, Some(0.1)),
+            x_a: uniform(&[3, SIZE, SIZE], 3 * i, None),
+            x_r: uniform(&[3, SIZE, SIZE], 3 * i + 1, None),
+            x_inter: Some(uniform(&[3, SIZE, SIZE], 3 * i + 2, None)),
+            mask: uniform(&[1, SIZE, SIZE], 100 + i, Some(0.1)),
         })
         .collect();
     SegBatch::stack(&samples).expect("bench batch")

@@ -20,6 +20,10 @@
 // criterion's macros generate undocumented items.
 #![allow(missing_docs)]
 
+mod common;
+
+use common::uniform;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,24 +33,11 @@ use diffad::diffusion::{ConditionMode, LdmTrainer};
 use diffad::seg::{SegBatch, SegSample, SegTrainer};
 use diffad::vae::{AutoencoderKl, VaeTrainer};
 use diffad::Config;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 const BATCH: usize = 8;
 const SIZE: usize = 64;
-
-/// Uniform `[0, 1)` values (`p_one`: Bernoulli 0/1 values instead).
-fn uniform(shape: &[usize], seed: u64, p_one: Option<f64>) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let v: Vec<f32> = (0..n)
-        .map(|_| match p_one {
-            Some(p) => f32::from(u8::from(rng.random_bool(p))),
-            None => rng.random::<f32>(),
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).expect("bench tensor")
-}
 
 fn normal(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -76,7 +76,7 @@ impl Masks {
                     m.out[k] |= 1 << l;
                 }
                 for v in 0..3 {
-                    if j + v >= 1 && j + v - 1 < w {
+                    if tap_inside(j, v, w) {
                         m.input[k][v] |= 1 << l;
                     }
                 }
@@ -84,6 +84,12 @@ impl Masks {
         }
         m
     }
+}
+
+/// Whether tap `d` (0, 1 or 2) of position `i` reads index `i + d - 1` inside `0..n` (the
+/// zero padding lies outside).
+fn tap_inside(i: usize, d: usize, n: usize) -> bool {
+    i + d >= 1 && i + d - 1 < n
 }
 
 /// The column chunks of a row of `w` columns: `(j0, masks)` every `16·nv` columns.
@@ -348,7 +354,7 @@ fn flat_chunks(h: usize, w: usize, nv: usize) -> Vec<(usize, FlatMasks)> {
                     let (i, j) = (p / w, p % w);
                     for u in 0..3 {
                         for v in 0..3 {
-                            if i + u >= 1 && i + u - 1 < h && j + v >= 1 && j + v - 1 < w {
+                            if tap_inside(i, u, h) && tap_inside(j, v, w) {
                                 m.input[k][u * 3 + v] |= 1 << l;
                             }
                         }
