@@ -136,7 +136,8 @@ enum Command {
         /// The real-photograph benchmark's folder (missing classes are written there).
         #[arg(long)]
         photos: PathBuf,
-        /// Runs folder: `<runs>/<class>`, `<runs>/baseline/<class>`, `<runs>/table1/<row>/<class>`.
+        /// Runs folder: `<runs>/<class>`, `<runs>/baseline/<class>`, `<runs>/seed-<s>/<class>`,
+        /// `<runs>/table1/<row>/<class>`.
         #[arg(long)]
         runs: PathBuf,
         /// The Markdown file to write (e.g. `docs/quality.md`).
@@ -157,6 +158,10 @@ enum Command {
         /// Also train and tabulate the Table 1 reconstruction rows on this class.
         #[arg(long)]
         table1: Option<String>,
+        /// Train every class with this many seeds (the configuration's `seed`, then +1, ...)
+        /// and judge the criterion also on each class's mean over them.
+        #[arg(long, default_value_t = 1)]
+        seeds: usize,
     },
     /// Anomaly maps and scores of images.
     Predict {
@@ -424,9 +429,11 @@ fn run(cli: &Cli) -> Result<()> {
             classes,
             seed,
             table1,
+            seeds,
         } => {
             let device = parse_device(&cli.device)?;
             let mut options = diffad::quality::QualityOptions::new(photos, runs, doc);
+            options.seeds = *seeds;
             options.photos.size = *size;
             options.photos.seed = *seed;
             if !classes.is_empty() {

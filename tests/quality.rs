@@ -92,6 +92,13 @@ fn writes_the_report_end_to_end_and_resumes_with_table1() {
         "**does not hold**"
     };
     assert!(md.contains(verdict), "{md}");
+    assert!(
+        md.contains(&format!(
+            "One training seed per class (`seed` = {})",
+            report.config.seed
+        )),
+        "{md}"
+    );
     assert!(md.contains("## Where the quality goes (per-stage diagnosis)"));
     assert!(md.contains("| real | scratch |"), "{md}");
     assert!(
@@ -101,10 +108,15 @@ fn writes_the_report_end_to_end_and_resumes_with_table1() {
     assert!(md.contains("- `data.image_size`: 256 → 32\n"), "{md}");
     assert!(md.contains("- `segmenter.epochs`: 700 → 2\n"), "{md}");
     assert!(md.contains("add `--table1 <class>`"), "{md}");
+    assert!(!md.contains("## Seeds"), "{md}");
+    assert_eq!(report.seeds(), 1);
+    assert_eq!(report.seed_mean_criterion(), report.criterion());
 
-    // Again with Table 1 on brick: nothing of the first call is redone.
+    // Again with Table 1 on brick and a second seed: nothing of the first
+    // call is redone.
     let first_brick = report.classes[0].clone();
     options.table1 = Some("brick".into());
+    options.seeds = 2;
     let again = regenerate_quality(&options, &Device::Cpu, &mut silent).unwrap();
     assert!(again.photos_written.is_empty());
     for c in &again.classes {
@@ -147,17 +159,75 @@ fn writes_the_report_end_to_end_and_resumes_with_table1() {
         assert!(md.contains(&format!("\n| {name} | ")), "{name}:\n{md}");
     }
     assert!(!md.contains("add `--table1 <class>`"));
+
+    // The second seed: its own runs, a table, the criterion on the means.
+    let seed = options.config.seed + 1;
+    assert_eq!(again.seeds(), 2);
+    for c in &again.classes {
+        assert_eq!(c.other_seeds.len(), 1);
+        assert_eq!(c.other_seeds[0].seed, seed);
+        let run = work
+            .path()
+            .join("runs")
+            .join(format!("seed-{seed}"))
+            .join(&c.name);
+        let config = fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(config.contains(&format!("seed = {seed}\n")), "{config}");
+        assert!(c.other_seeds[0].train.total > 0.0);
+    }
+    let means = again.seed_mean_criterion();
+    let mean_wins: Vec<String> = again
+        .classes
+        .iter()
+        .filter(|c| {
+            let m = (c.model.pixel_ap.unwrap() + c.other_seeds[0].metrics.pixel_ap.unwrap()) / 2.0;
+            m > c.baseline.pixel_ap.unwrap()
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(means.pixel_ap_wins, mean_wins);
+    let slowest = again
+        .classes
+        .iter()
+        .flat_map(|c| [c.train.total, c.other_seeds[0].train.total])
+        .fold(0.0, f64::max);
+    assert_eq!(means.slowest.1, slowest);
+    assert!(md.contains("## Seeds\n"), "{md}");
+    let first = options.config.seed;
+    assert!(
+        md.contains(&format!("| seed {first} | seed {seed} |")),
+        "{md}"
+    );
+    assert!(md.contains("**Criterion on the mean of 2 seeds**"), "{md}");
+    assert!(
+        md.contains(
+            "0 of 2 classes were trained in this call (2 of the 2 runs of the extra seeds)"
+        ),
+        "{md}"
+    );
+    assert!(again
+        .classes
+        .iter()
+        .all(|c| c.other_seeds[0].trained_now.len() == 3));
+    assert!(
+        md.contains(&format!("This table is seed {first} alone")),
+        "{md}"
+    );
     println!("{md}");
 }
 
 #[test]
-fn a_table1_class_outside_the_classes_is_refused_before_any_work() {
+fn a_table1_class_outside_the_classes_or_no_seed_is_refused_before_any_work() {
     let work = tempfile::tempdir().unwrap();
     let mut options = options(work.path());
     options.table1 = Some("retina".into());
     let err = regenerate_quality(&options, &Device::Cpu, &mut silent).unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err}");
     assert!(err.to_string().contains("retina"), "{err}");
+    options.table1 = None;
+    options.seeds = 0;
+    let err = regenerate_quality(&options, &Device::Cpu, &mut silent).unwrap_err();
+    assert!(err.to_string().contains("--seeds"), "{err}");
     assert!(!work.path().join("photos").exists());
 }
 
