@@ -791,8 +791,6 @@ impl QualityReport {
         let _ = writeln!(md);
     }
 
-    /// The ablation of the map smoothing (`inference.map_sigma`), when the
-    /// configuration smooths: the same runs scored on the raw map.
     /// `label: the <config> beats the baseline ... : **holds**. Pixel AP: ...`
     /// for `cr`, one paragraph.
     fn criterion_sentence(&self, label: &str, cr: &Criterion) -> String {
@@ -843,11 +841,7 @@ impl QualityReport {
             return;
         }
         let first = self.config.seed;
-        let _ = writeln!(
-            md,
-            "## Seeds
-"
-        );
+        let _ = writeln!(md, "## Seeds\n");
         let _ = writeln!(
             md,
             "Every class trained with {seeds} seeds (`seed` = {first} to {}; the extra runs in \
@@ -895,6 +889,8 @@ impl QualityReport {
         );
     }
 
+    /// The ablation of the map smoothing (`inference.map_sigma`), when the
+    /// configuration smooths: the same runs scored on the raw map.
     fn write_ablation(&self, md: &mut String) {
         if self.classes.iter().all(|c| c.unsmoothed.is_none()) {
             return;
